@@ -1,0 +1,1 @@
+"""Beam preprocessing pipeline for training LLMs over neurally compressed text."""
