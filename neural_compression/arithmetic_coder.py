@@ -84,6 +84,17 @@ def minimal_code_length(interval: Interval) -> int:
   return n0 if lowest_block(interval, n0) is not None else n0 + 1
 
 
+def block_inside(interval: Interval, code: int, num_bits: int) -> bool:
+  """Whether the block of the n-bit `code` lies inside `interval`."""
+  lo, width, scale = interval
+  if scale >= num_bits:
+    shift = scale - num_bits
+    start = code << shift
+    return lo <= start and start + (1 << shift) <= lo + width
+  unit = code >> (num_bits - scale)  # a sub-unit block sits inside this one unit
+  return lo <= unit < lo + width
+
+
 def block_child(interval: Interval, cdf: Sequence[int], code: int, num_bits: int,
                 precision_bits: int) -> int | None:
   """Returns the symbol whose child interval contains the whole block of `code`, or None.

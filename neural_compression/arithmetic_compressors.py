@@ -51,8 +51,13 @@ class EqualInfoACCompressor(Compressor):
   def windows_to_encoded(self, windows: list[eiw.Window]) -> Encoded:
     """Packs closed windows (e.g. from a batched engine) into tokens."""
     bits = bit_tokens.codes_to_bits([w.code for w in windows], self.window_bits)
-    return Encoded(tokens=bit_tokens.bits_to_tokens(bits, self.token_bits),
-                   num_bits=len(bits), num_windows=len(windows))
+    tokens = bit_tokens.bits_to_tokens(bits, self.token_bits)
+    # t tokens hold floor(t * N / b) whole windows, and each window decodes on its own.
+    whole_windows = np.arange(len(tokens) + 1) * self.token_bits // self.window_bits
+    per_window = np.concatenate([np.zeros(1, np.int64),
+                                 np.cumsum([w.num_symbols for w in windows], dtype=np.int64)])
+    return Encoded(tokens=tokens, num_bits=len(bits), num_windows=len(windows),
+                   symbols_at_token=per_window[np.minimum(whole_windows, len(windows))])
 
   def encode(self, symbols: np.ndarray) -> Encoded:
     return self.windows_to_encoded(
@@ -89,34 +94,68 @@ class ArithmeticCodingCompressor(Compressor):
     if len(symbols) >= 1 << LENGTH_HEADER_BITS:
       raise ValueError(f"at most 2**{LENGTH_HEADER_BITS} - 1 symbols per example")
     p = self.model.precision_bits
-    interval = ac.initial_interval(p)
+    intervals = [ac.initial_interval(p)]
     for i, s in enumerate(symbols.tolist()):
-      cdf = self.model.cdf(symbols[:i])
-      interval = ac.narrow(interval, cdf, s, p)
-    n = ac.minimal_code_length(interval) if len(symbols) else 0
-    code = ac.lowest_block(interval, n) if len(symbols) else 0
+      intervals.append(ac.narrow(intervals[-1], self.model.cdf(symbols[:i]), s, p))
+    n = ac.minimal_code_length(intervals[-1]) if len(symbols) else 0
+    code = ac.lowest_block(intervals[-1], n) if len(symbols) else 0
     padded = -(-(LENGTH_HEADER_BITS + n) // self.token_bits) * self.token_bits
-    code <<= padded - LENGTH_HEADER_BITS - n  # a sub-block of the code's block: still inside
+    code_bits = padded - LENGTH_HEADER_BITS
+    code <<= code_bits - n  # a sub-block of the code's block: still inside
     bits = np.concatenate([bit_tokens.int_to_bits(len(symbols), LENGTH_HEADER_BITS),
-                           bit_tokens.int_to_bits(code, padded - LENGTH_HEADER_BITS)])
-    return Encoded(tokens=bit_tokens.bits_to_tokens(bits, self.token_bits),
-                   num_bits=LENGTH_HEADER_BITS + n, num_windows=1)
+                           bit_tokens.int_to_bits(code, code_bits)])
+    tokens = bit_tokens.bits_to_tokens(bits, self.token_bits)
+    return Encoded(tokens=tokens, num_bits=LENGTH_HEADER_BITS + n, num_windows=1,
+                   symbols_at_token=self._symbols_at_token(intervals, code, code_bits,
+                                                           len(tokens)))
 
-  def decode(self, tokens: np.ndarray) -> np.ndarray:
+  def _symbols_at_token(self, intervals: list[ac.Interval], code: int, code_bits: int,
+                        num_tokens: int) -> np.ndarray:
+    # needed[k]: fewest leading code bits whose block lies inside I_k, so that a decoder holding
+    # only those bits determines the first k symbols. Nested intervals make it nondecreasing.
+    needed = [0]
+    m = 0
+    for interval in intervals[1:]:
+      while not ac.block_inside(interval, code >> (code_bits - m), m):
+        m += 1
+      needed.append(m)
+    available = np.arange(num_tokens + 1) * self.token_bits - LENGTH_HEADER_BITS
+    counts = np.searchsorted(np.asarray(needed), available, side="right") - 1
+    return np.where(available >= 0, counts, 0).astype(np.int64)
+
+  def decode_prefix(self, tokens: np.ndarray) -> np.ndarray:
+    """Decodes the leading symbols that `tokens` determine, e.g. of a trimmed M2 example.
+
+    Returns exactly x[:encoded.symbols_at_token[t]] for the first t tokens of an encoding of x.
+    """
     bits = bit_tokens.tokens_to_bits(tokens, self.token_bits)
     if len(bits) < LENGTH_HEADER_BITS:
-      raise eiw.DecodeError(f"an AC stream starts with a {LENGTH_HEADER_BITS}-bit length header")
+      return np.zeros(0, sym.SYMBOL_DTYPE)
     count = bit_tokens.bits_to_int(bits[:LENGTH_HEADER_BITS])
     code_bits = len(bits) - LENGTH_HEADER_BITS
     code = bit_tokens.bits_to_int(bits[LENGTH_HEADER_BITS:])
     p = self.model.precision_bits
+    # Each symbol costs a minimum number of bits, so a corrupt header cannot make us allocate
+    # or loop more than the code could possibly hold.
+    count = min(count, eiw.max_symbols_per_window(code_bits, p))
     interval = ac.initial_interval(p)
     out = np.zeros(count, sym.SYMBOL_DTYPE)
     for i in range(count):
       cdf = self.model.cdf(out[:i])
       s = ac.block_child(interval, cdf, code, code_bits, p)
       if s is None:
-        raise eiw.DecodeError(f"code ends after {i} of {count} symbols: truncated or corrupt")
+        return out[:i]
       out[i] = s
       interval = ac.narrow(interval, cdf, s, p)
+    return out
+
+  def decode(self, tokens: np.ndarray) -> np.ndarray:
+    bits_available = len(tokens) * self.token_bits
+    if bits_available < LENGTH_HEADER_BITS:
+      raise eiw.DecodeError(f"an AC stream starts with a {LENGTH_HEADER_BITS}-bit length header")
+    count = bit_tokens.bits_to_int(
+        bit_tokens.tokens_to_bits(tokens, self.token_bits)[:LENGTH_HEADER_BITS])
+    out = self.decode_prefix(tokens)
+    if len(out) != count:
+      raise eiw.DecodeError(f"code ends after {len(out)} of {count} symbols: truncated or corrupt")
     return out

@@ -31,10 +31,14 @@ class Encoded:
     num_bits: bits of payload before any padding of the final token (for bitstream methods: the
       bitstream length in bits; otherwise num_tokens * log2(vocab_size)).
     num_windows: equal-info windows in the bitstream (1 for unwindowed methods, 0 if empty).
+    symbols_at_token: shape [num_tokens + 1]; entry t is how many leading source symbols the
+      first t tokens determine on their own (decodable from them). Trimming an M2 example to t
+      tokens covers exactly that many source bytes, which is what bits/byte divides by.
   """
   tokens: np.ndarray
   num_bits: float
   num_windows: int
+  symbols_at_token: np.ndarray | None = None
 
 
 class Compressor(abc.ABC):
@@ -62,3 +66,10 @@ class Compressor(abc.ABC):
   @abc.abstractmethod
   def decode(self, tokens: np.ndarray) -> np.ndarray:
     """Returns the exact symbol sequence whose encoding is `tokens` (SYMBOL_DTYPE)."""
+
+  def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
+    """Encodes many sequences; model-driven methods override this to batch their model calls.
+
+    Must return exactly [self.encode(x) for x in batch], whatever the batch's size or order.
+    """
+    return [self.encode(x) for x in batch]

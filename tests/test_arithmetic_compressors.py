@@ -82,3 +82,24 @@ def test_static_ac_on_real_text_round_trips():
   for c in (acc.ArithmeticCodingCompressor(model, 8, "static_ac"),
             acc.EqualInfoACCompressor(model, 16, 16)):
     np.testing.assert_array_equal(c.decode(c.encode(x).tokens), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=symbol_seqs, seed=st.integers(0, 2**32 - 1), n=st.sampled_from([8, 16]),
+       method=st.sampled_from(["ac", "eq16", "eq24"]))
+def test_symbols_at_token_is_what_a_token_prefix_decodes_to(x, seed, n, method):
+  model = tm.make_model(seed, ("random", "near_certain"), 14)
+  if method == "ac":
+    compressor = acc.ArithmeticCodingCompressor(model, n)
+  else:
+    compressor = acc.EqualInfoACCompressor(model, int(method[2:]), n)
+  encoded = compressor.encode(x)
+  counts = encoded.symbols_at_token
+  assert len(counts) == len(encoded.tokens) + 1 and counts[-1] == len(x)
+  assert np.all(np.diff(counts) >= 0)
+  for t in sorted({0, 1, len(encoded.tokens) // 2, len(encoded.tokens) - 1}):
+    if not 0 <= t <= len(encoded.tokens):
+      continue
+    k = counts[t]
+    decode = compressor.decode_prefix if method == "ac" else compressor.decode
+    np.testing.assert_array_equal(decode(encoded.tokens[:t]), x[:k])
