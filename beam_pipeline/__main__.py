@@ -1,0 +1,29 @@
+"""`python -m beam_pipeline [flags]`: the main job (see beam_pipeline/options.py for flags)."""
+import logging
+import sys
+
+from beam_pipeline import pipeline
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  for noisy in ("apache_beam", "absl", "tensorflow"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    manifest = pipeline.run(argv)
+  except pipeline.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print()
+  print(pipeline.summary_table(manifest))
+  counters = manifest["counters"]
+  print(f"\ndocuments read: {counters.get('sources/documents_read', 0)}, dead letters: "
+        f"{counters.get('sources/dead_letters', 0)}, examples: {counters.get('runs/examples', 0)}, "
+        f"wall time: {manifest['wall_seconds']} s")
+  print(f"output: {manifest['output_dir']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

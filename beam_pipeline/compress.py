@@ -1,0 +1,173 @@
+"""Compression stage: batches of examples -> every method -> serialized M2 records.
+
+Like RunInference's ModelHandler, loading, batching and inference are separate: the compressors
+(M1 engine included) are built once per worker process through `beam.utils.shared.Shared` and
+shared by its threads; `beam.BatchElements` forms batches; each compressor's `encode_batch` does
+the work (the exact M1 engine batches across examples; its output does not depend on the batch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.utils import shared
+
+from neural_compression import m2_examples
+from neural_compression import methods
+from neural_compression import output_layout as layout
+
+COMPRESS_NAMESPACE = "compress"
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifacts:
+  """What the compressors need, small enough to ship inside the pipeline.
+
+  Attributes:
+    m1_checkpoint: directory of the M1 checkpoint, readable by the workers (a path inside the
+      worker image, or any Beam filesystem such as gs://).
+    static_unigram_json: the static unigram artifact's text.
+    spm_model_proto: the SentencePiece model's bytes.
+  """
+  m1_checkpoint: str | None = None
+  static_unigram_json: str | None = None
+  spm_model_proto: bytes | None = None
+
+  def fingerprint(self) -> str:
+    """sha256 over the artifacts' contents (M1 by its path; its checksum is in the manifest)."""
+    h = hashlib.sha256()
+    for part in (self.m1_checkpoint or "", self.static_unigram_json or "",
+                 self.spm_model_proto or b""):
+      h.update(part.encode() if isinstance(part, str) else part)
+      h.update(b"\0")
+    return h.hexdigest()
+
+
+class _Compressors:
+  """The per-process set of compressors (a weakref-able holder for Shared)."""
+
+  def __init__(self, specs, artifacts: Artifacts):
+    m1_model = unigram = None
+    if any(s.uses_m1 for s in specs):
+      from neural_compression.m1 import exact_engine  # JAX-free numpy path on CPU workers
+      m1_model = exact_engine.load_exact_model(artifacts.m1_checkpoint)
+    if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
+      from neural_compression import static_unigram
+      unigram = static_unigram.StaticUnigramModel.from_json(artifacts.static_unigram_json)
+    self.by_slug = {
+        s.slug: (s, methods.build_compressor(s, m1_model=m1_model, unigram_model=unigram,
+                                             spm_model_proto=artifacts.spm_model_proto))
+        for s in specs}
+
+
+def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> bytes:
+  """One M2 example as a serialized tf.train.Example (schema: output_layout)."""
+  import tensorflow as tf
+  feature = {
+      layout.TARGETS: tf.train.Feature(int64_list=tf.train.Int64List(value=tokens.tolist())),
+      layout.RAW_BYTES: tf.train.Feature(int64_list=tf.train.Int64List(value=[raw_bytes])),
+      layout.EXAMPLE_ID: tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[example_id.encode()])),
+      layout.CHUNK: tf.train.Feature(int64_list=tf.train.Int64List(value=[chunk])),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class CompressBatchFn(beam.DoFn):
+  """[(example_id, symbols)] -> ((slug, split), (sort_key, record)) and stats per method.
+
+  Main output: keyed records for the sharded writer. Tagged output 'stats':
+  ((slug, split), dict of additive figures) per example.
+  """
+
+  STATS_TAG = "stats"
+
+  def __init__(self, specs, artifacts: Artifacts, m2_length: int, m2_mode: str,
+               shared_handle: shared.Shared, fail_once_marker: str | None = None):
+    self._specs = specs
+    self._artifacts = artifacts
+    self._m2_length = m2_length
+    self._m2_mode = m2_mode
+    self._shared = shared_handle
+    self._fail_once_marker = fail_once_marker
+    self._last_log = 0.0
+
+  def setup(self):
+    self._compressors = self._shared.acquire(lambda: _Compressors(self._specs, self._artifacts))
+    counter = lambda name: beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, name)
+    self._examples = counter("examples_compressed")
+    self._bytes = counter("bytes_compressed")
+    self._started = time.monotonic()
+    self._done_bytes = 0
+    self._done_examples = 0
+
+  def _maybe_fail_once(self):
+    # Test-only fault injection: the first bundle that sees no marker file fails after creating
+    # it, so the runner's retry must reproduce the output exactly.
+    if not self._fail_once_marker:
+      return
+    from apache_beam.io.filesystems import FileSystems
+    if not FileSystems.exists(self._fail_once_marker):
+      FileSystems.create(self._fail_once_marker).close()
+      raise RuntimeError("injected fault (--fail_once_for_testing): retry me")
+
+  def process(self, batch):
+    self._maybe_fail_once()
+    ids = [example_id for example_id, _ in batch]
+    xs = [symbols for _, symbols in batch]
+    for slug, (spec, compressor) in self._compressors.by_slug.items():
+      encoded = compressor.encode_batch(xs)
+      unit = m2_examples.token_unit(spec.window_bits, spec.token_bits)
+      for example_id, x, enc in zip(ids, xs, encoded):
+        split = example_id.split("-", 1)[0]
+        pieces = m2_examples.m2_examples(enc, self._m2_length, self._m2_mode, unit)
+        for piece in pieces:
+          record = serialize_record(piece.tokens, piece.raw_bytes, example_id, piece.chunk)
+          yield (slug, split), (f"{example_id}/{piece.chunk:05d}", record)
+        yield beam.pvalue.TaggedOutput(self.STATS_TAG, ((slug, split), {
+            "examples": 1,
+            "input_bytes": len(x),
+            "tokens": len(enc.tokens),
+            "bits": int(enc.num_bits),
+            "windows": enc.num_windows,
+            "m2_examples": len(pieces),
+            "m2_tokens": sum(len(p.tokens) for p in pieces),
+            "m2_raw_bytes": sum(p.raw_bytes for p in pieces),
+        }))
+        beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, f"{slug}/tokens").inc(len(enc.tokens))
+    self._examples.inc(len(batch))
+    nbytes = sum(len(x) for x in xs)
+    self._bytes.inc(nbytes)
+    self._log_progress(len(batch), nbytes)
+
+  def _log_progress(self, examples: int, nbytes: int):
+    self._done_examples += examples
+    self._done_bytes += nbytes
+    now = time.monotonic()
+    if now - self._last_log >= 30:
+      elapsed = max(now - self._started, 1e-9)
+      logging.info("compressed %d examples, %.1f MB: %.1f examples/s, %.0f bytes/s (this worker)",
+                   self._done_examples, self._done_bytes / 1e6, self._done_examples / elapsed,
+                   self._done_bytes / elapsed)
+      self._last_log = now
+
+
+class CompressExamples(beam.PTransform):
+  """PCollection[(example_id, symbols)] -> (records keyed by (slug, split), stats)."""
+
+  def __init__(self, specs, artifacts: Artifacts, m2_length: int, m2_mode: str,
+               batch_size: int, fail_once_marker: str | None = None):
+    super().__init__()
+    self._fn = CompressBatchFn(specs, artifacts, m2_length, m2_mode, shared.Shared(),
+                               fail_once_marker)
+    self._batch_size = batch_size
+
+  def expand(self, examples):
+    outputs = (examples
+               | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+               | "Compress" >> beam.ParDo(self._fn).with_outputs(CompressBatchFn.STATS_TAG,
+                                                                 main="records"))
+    return outputs.records, outputs[CompressBatchFn.STATS_TAG]

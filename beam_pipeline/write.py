@@ -1,0 +1,147 @@
+"""Deterministic, atomic TFRecord shards, and the run's stats.
+
+Records go to shard sha256(sort_key) mod num_shards; each shard's records are sorted by key before
+writing, so a shard's bytes depend only on its contents, never on bundling, worker count or
+runner. A shard is written to a temporary name and renamed into place, so readers never see a
+partial file and a retried bundle replaces its own output with identical bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import uuid
+
+import apache_beam as beam
+from apache_beam.io import tfrecordio
+from apache_beam.io.filesystems import FileSystems
+
+from neural_compression import output_layout as layout
+
+WRITE_NAMESPACE = "write"
+
+
+def shard_of(sort_key: str, num_shards: int) -> int:
+  return int.from_bytes(hashlib.sha256(sort_key.encode()).digest()[:8], "big") % num_shards
+
+
+def tfrecord_bytes(records: list[bytes]) -> bytes:
+  """The TFRecord file holding `records` in order (length, masked CRC32C, data, masked CRC32C)."""
+  out = io.BytesIO()
+  for record in records:
+    tfrecordio._TFRecordUtil.write_record(out, record)  # pylint: disable=protected-access
+  return out.getvalue()
+
+
+def write_atomically(path: str, data: bytes) -> None:
+  """Writes `data` to a temporary sibling and renames it onto `path` (any Beam filesystem)."""
+  tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+  with FileSystems.create(tmp) as f:
+    f.write(data)
+  if FileSystems.exists(path):
+    FileSystems.delete([path])
+  FileSystems.rename([tmp], [path])
+
+
+class _WriteShardFn(beam.DoFn):
+
+  def __init__(self, output_dir: str, num_shards: int):
+    self._output_dir = output_dir
+    self._num_shards = num_shards
+
+  def process(self, keyed):
+    (slug, split, shard), items = keyed
+    items = sorted(items)
+    keys = [k for k, _ in items]
+    if len(set(keys)) != len(keys):
+      raise ValueError(f"duplicate record keys in {slug}/{split} shard {shard}")
+    data = tfrecord_bytes([record for _, record in items])
+    path = posixpath.join(layout.method_dir(self._output_dir, slug, split),
+                          layout.shard_name(shard, self._num_shards))
+    write_atomically(path, data)
+    beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(len(items))
+    beam.metrics.Metrics.counter(WRITE_NAMESPACE, "files_written").inc()
+    yield {"path": posixpath.relpath(path, self._output_dir) if "://" not in path else path,
+           "method": slug, "split": split, "records": len(items), "bytes": len(data),
+           "sha256": hashlib.sha256(data).hexdigest()}
+
+
+class WriteShardedRecords(beam.PTransform):
+  """((slug, split), (sort_key, record)) -> written shards; outputs one file-info dict per file."""
+
+  def __init__(self, output_dir: str, num_shards: int):
+    super().__init__()
+    if num_shards < 1:
+      raise ValueError(f"--num_shards must be >= 1, got {num_shards}")
+    self._output_dir = output_dir
+    self._num_shards = num_shards
+
+  def expand(self, records):
+    n = self._num_shards
+    return (records
+            | "KeyByShard" >> beam.Map(
+                lambda kv: ((kv[0][0], kv[0][1], shard_of(kv[1][0], n)), kv[1]))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(self._output_dir, n)))
+
+
+def _sum_dicts(dicts):
+  total = {}
+  for d in dicts:
+    for k, v in d.items():
+      total[k] = total.get(k, 0) + v
+  return total
+
+
+def finish_stats(figures: dict, bits_per_token: float) -> dict:
+  """Adds the paper's ratios to summed figures (bytes/token, input bits/output bits)."""
+  out = dict(figures)
+  out["token_compression_ratio"] = figures["input_bytes"] / max(figures["tokens"], 1)
+  out["bit_compression_ratio"] = 8 * figures["input_bytes"] / max(
+      figures["tokens"] * bits_per_token, 1e-9)
+  out["bits_per_token"] = bits_per_token
+  return out
+
+
+class WriteStats(beam.PTransform):
+  """Sums per-example figures per (method, split) and writes them as one JSON file."""
+
+  def __init__(self, output_dir: str, bits_per_token: dict[str, float], file_name: str):
+    super().__init__()
+    self._path = posixpath.join(output_dir, file_name)
+    self._bits_per_token = bits_per_token
+
+  def expand(self, stats):
+    bits_per_token = self._bits_per_token
+    path = self._path
+
+    def write(items):
+      table = {}
+      for (slug, split), figures in sorted(items):
+        table.setdefault(slug, {})[split] = finish_stats(figures, bits_per_token[slug])
+      write_atomically(path, json.dumps(table, indent=1, sort_keys=True).encode())
+      return table
+
+    return (stats
+            | "SumPerMethodSplit" >> beam.CombinePerKey(_sum_dicts)
+            | "Gather" >> beam.combiners.ToList()
+            | "WriteJson" >> beam.Map(write))
+
+
+class WriteFileList(beam.PTransform):
+  """Writes the written shards' info (path, records, sha256) as one JSON list, sorted by path."""
+
+  def __init__(self, output_dir: str, file_name: str):
+    super().__init__()
+    self._path = posixpath.join(output_dir, file_name)
+
+  def expand(self, infos):
+    path = self._path
+
+    def write(items):
+      items = sorted(items, key=lambda i: i["path"])
+      write_atomically(path, json.dumps(items, indent=1).encode())
+      return items
+
+    return infos | "Gather" >> beam.combiners.ToList() | "WriteJson" >> beam.Map(write)
