@@ -73,7 +73,9 @@ def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> byt
           value=[example_id.encode()])),
       layout.CHUNK: tf.train.Feature(int64_list=tf.train.Int64List(value=[chunk])),
   }
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  # Deterministic: protobuf map order otherwise varies with the process (hash seed).
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 class CompressBatchFn(beam.DoFn):

@@ -67,6 +67,14 @@ class Compressor(abc.ABC):
   def decode(self, tokens: np.ndarray) -> np.ndarray:
     """Returns the exact symbol sequence whose encoding is `tokens` (SYMBOL_DTYPE)."""
 
+  def decode_prefix(self, tokens: np.ndarray) -> np.ndarray:
+    """Decodes the leading symbols a prefix of an encoding determines (a trimmed M2 example).
+
+    For the first t tokens of encode(x) this returns x[:encode(x).symbols_at_token[t]].
+    Methods whose `decode` already accepts any token prefix inherit this default.
+    """
+    return self.decode(tokens)
+
   def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
     """Encodes many sequences; model-driven methods override this to batch their model calls.
 
