@@ -60,8 +60,18 @@ class EqualInfoACCompressor(Compressor):
                    symbols_at_token=per_window[np.minimum(whole_windows, len(windows))])
 
   def encode(self, symbols: np.ndarray) -> Encoded:
-    return self.windows_to_encoded(
-        eiw.encode_windows(symbols, self.model, self.window_bits, self.rule))
+    return self.encode_batch([symbols])[0]
+
+  def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
+    """Encodes many examples in lockstep: one batched model call per step for all rows.
+
+    Each example is one row that resets its context at its own window boundaries (continuous
+    batching); the model's CDFs do not depend on the batch, so neither does the output.
+    """
+    states = [eiw.EqualInfoEncoderState(x, self.window_bits, self.model.precision_bits,
+                                        self.rule) for x in batch]
+    _drive(self.model, states)
+    return [self.windows_to_encoded(s.windows) for s in states]
 
   def window_codes(self, tokens: np.ndarray) -> list[int]:
     """The b-bit window codes in a token sequence (floor(len * N / b) of them)."""
@@ -69,7 +79,21 @@ class EqualInfoACCompressor(Compressor):
                                     self.window_bits)
 
   def decode(self, tokens: np.ndarray) -> np.ndarray:
-    return eiw.decode_windows(self.window_codes(tokens), self.model, self.window_bits, self.rule)
+    # Windows are independent, so all of them decode together as rows of one batch.
+    states = [eiw.EqualInfoDecoderState(code, self.window_bits, self.model.precision_bits,
+                                        self.rule) for code in self.window_codes(tokens)]
+    _drive(self.model, states)
+    parts = [s.symbols for s in states]
+    return np.concatenate(parts) if parts else np.zeros(0, sym.SYMBOL_DTYPE)
+
+
+def _drive(model: cdf_models.CdfModel, states) -> None:
+  """Feeds every unfinished state the CDF after its context, one batched call per step."""
+  active = [s for s in states if not s.done]
+  while active:
+    for state, cdf in zip(active, model.cdfs([s.context() for s in active])):
+      state.feed(cdf)
+    active = [s for s in active if not s.done]
 
 
 class ArithmeticCodingCompressor(Compressor):

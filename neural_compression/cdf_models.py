@@ -109,3 +109,6 @@ class FixedCdfModel(CdfModel):
   def cdf(self, context: np.ndarray) -> np.ndarray:
     del context  # context-free by definition
     return self._cdf
+
+  def cdfs(self, contexts: list[np.ndarray]) -> np.ndarray:
+    return np.broadcast_to(self._cdf, (len(contexts), len(self._cdf)))
