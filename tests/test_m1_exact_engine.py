@@ -1,0 +1,103 @@
+"""The exact M1 engine: CDFs identical across batch sizes, orders, padding, cache states and
+backends; encodings made at batch 512 decode at batch 1; corrupt checkpoints are refused."""
+import json
+
+import numpy as np
+import pytest
+
+from neural_compression import arithmetic_compressors as acc
+from neural_compression import cdf_models
+from neural_compression import examples as ex
+from neural_compression.m1 import exact_engine as ee
+from neural_compression.m1 import exact_quantization as eq
+from neural_compression.m1 import numpy_inference as ni
+from tests import m1_test_checkpoints as ckpts
+from tests import pipeline_test_corpus as corpus_gen
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  return ckpts.make_checkpoint(tmp_path_factory.mktemp("m1"))
+
+
+@pytest.fixture(scope="module")
+def contexts():
+  return ckpts.validation_contexts(512)
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint, contexts):
+  """CDFs computed one context at a time by a fresh numpy engine."""
+  model = ee.load_exact_model(checkpoint, backend="numpy")
+  return np.stack([model.cdf(c) for c in contexts])
+
+
+def test_cdfs_are_valid(reference):
+  for cdf in reference[:50]:
+    cdf_models.validate_cdf(cdf, ee.PRECISION_BITS)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 512])
+def test_batch_size_and_row_order_do_not_change_any_cdf(checkpoint, contexts, reference, batch):
+  model = ee.load_exact_model(checkpoint, backend="numpy")
+  order = np.random.default_rng(batch).permutation(len(contexts))
+  out = np.zeros_like(reference)
+  for start in range(0, len(order), batch):
+    rows = order[start:start + batch]
+    out[rows] = model.cdfs([contexts[i] for i in rows])
+  mismatched = int((out != reference).any(axis=1).sum())
+  assert mismatched == 0, f"{mismatched} of {len(contexts)} CDFs differ at batch {batch}"
+
+
+def test_cache_pruning_and_row_limits_do_not_change_any_cdf(checkpoint, contexts, reference):
+  model = ee.load_exact_model(checkpoint, backend="numpy", max_cached_nodes=50, max_rows=3)
+  out = model.cdfs(contexts[::-1])[::-1]
+  assert np.array_equal(out, reference)
+  assert model.stats["computed"] > 0
+
+
+def test_jax_backend_gives_identical_cdfs(checkpoint, contexts, reference):
+  pytest.importorskip("jax")
+  model = ee.load_exact_model(checkpoint, backend="jax")
+  rows = list(range(0, len(contexts), 8))
+  out = model.cdfs([contexts[i] for i in rows])
+  mismatched = int((out != reference[rows]).any(axis=1).sum())
+  assert mismatched == 0, f"{mismatched} of {len(rows)} JAX CDFs differ from numpy"
+
+
+def test_exact_cdfs_track_the_float_model(checkpoint, contexts, reference):
+  float_model = ni.load_model(checkpoint)
+  logp = float_model.next_symbol_log_probs(contexts[:100]).astype(np.float64)
+  q = np.diff(reference[:100], axis=1) / 2.0 ** ee.PRECISION_BITS
+  kl_bits = np.sum(np.exp(logp) * (logp / np.log(2) - np.log2(q)), axis=1)
+  assert kl_bits.mean() < 0.05, f"mean KL(float || exact) = {kl_bits.mean():.4f} bits/symbol"
+
+
+def test_batch_512_encodings_decode_at_batch_1(checkpoint):
+  docs = [d["text"] for d in corpus_gen.make_documents(6, seed=3)]
+  examples = list(ex.examples_from_documents(docs, example_symbols=700))
+  big = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint), 16, 16)
+  encoded = big.encode_batch(examples)
+  single = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint, max_rows=1), 16, 16)
+  for x, e in zip(examples, encoded):
+    np.testing.assert_array_equal(single.decode(e.tokens), x)
+    np.testing.assert_array_equal(single.encode(x).tokens, e.tokens)
+
+
+def test_corrupt_or_missing_exact_model_is_refused(checkpoint, tmp_path):
+  import shutil
+  copy = tmp_path / "ckpt"
+  shutil.copytree(checkpoint, copy)
+  data = bytearray((copy / eq.EXACT_FILE).read_bytes())
+  data[len(data) // 2] ^= 1
+  (copy / eq.EXACT_FILE).write_bytes(bytes(data))
+  with pytest.raises(ee.ExactCheckpointError, match="sha256"):
+    ee.verify_checkpoint(copy)
+  (copy / eq.EXACT_CONFIG_FILE).unlink()
+  with pytest.raises(ee.ExactCheckpointError, match="missing"):
+    ee.verify_checkpoint(copy)
+  doc = json.loads((copy / ni.CONFIG_FILE).read_text())
+  doc["weights_sha256"] = "0" * 64
+  (copy / ni.CONFIG_FILE).write_text(json.dumps(doc))
+  with pytest.raises(ni.CheckpointError):
+    ee.verify_checkpoint(copy)
