@@ -20,6 +20,7 @@ from neural_compression import symbols as sym
 from neural_compression.compressor import Compressor, Encoded
 
 LENGTH_HEADER_BITS = 32
+LOCKSTEP_ROWS = 16  # AC rows advanced together (each holds a 2 x 1,024-position KV buffer)
 
 
 class EqualInfoACCompressor(Compressor):
@@ -113,14 +114,40 @@ class ArithmeticCodingCompressor(Compressor):
   def vocab_size(self) -> int:
     return 1 << self.token_bits
 
+  def _cdf_stream(self, batch: list[np.ndarray]):
+    """Yields, per position i, the CDFs [len(batch), ...] after each row's first i symbols."""
+    lockstep = getattr(self.model, "lockstep", None)
+    longest = max((len(x) for x in batch), default=0)
+    if lockstep is not None:  # M1: all rows advance together through one KV buffer
+      session = lockstep(len(batch))
+      from neural_compression.m1 import numpy_inference
+      tokens = np.full(len(batch), numpy_inference.BOS, np.int64)
+      for i in range(longest):
+        yield session.step(tokens)
+        tokens = np.array([x[i] if i < len(x) else 0 for x in batch], np.int64)
+      return
+    for i in range(longest):
+      yield self.model.cdfs([x[:i] for x in batch])
+
   def encode(self, symbols: np.ndarray) -> Encoded:
-    symbols = sym.validate_symbols(symbols)
+    return self.encode_batch([symbols])[0]
+
+  def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
+    if len(batch) > LOCKSTEP_ROWS:  # bounds the lockstep KV buffer's memory
+      return [e for i in range(0, len(batch), LOCKSTEP_ROWS)
+              for e in self.encode_batch(batch[i:i + LOCKSTEP_ROWS])]
+    batch = [sym.validate_symbols(x) for x in batch]
+    p = self.model.precision_bits
+    paths = [[ac.initial_interval(p)] for _ in batch]
+    for i, cdfs in enumerate(self._cdf_stream(batch)):
+      for x, path, cdf in zip(batch, paths, cdfs):
+        if i < len(x):
+          path.append(ac.narrow(path[-1], cdf, int(x[i]), p))
+    return [self._finish(x, path) for x, path in zip(batch, paths)]
+
+  def _finish(self, symbols: np.ndarray, intervals: list[ac.Interval]) -> Encoded:
     if len(symbols) >= 1 << LENGTH_HEADER_BITS:
       raise ValueError(f"at most 2**{LENGTH_HEADER_BITS} - 1 symbols per example")
-    p = self.model.precision_bits
-    intervals = [ac.initial_interval(p)]
-    for i, s in enumerate(symbols.tolist()):
-      intervals.append(ac.narrow(intervals[-1], self.model.cdf(symbols[:i]), s, p))
     n = ac.minimal_code_length(intervals[-1]) if len(symbols) else 0
     code = ac.lowest_block(intervals[-1], n) if len(symbols) else 0
     padded = -(-(LENGTH_HEADER_BITS + n) // self.token_bits) * self.token_bits
@@ -164,8 +191,14 @@ class ArithmeticCodingCompressor(Compressor):
     count = min(count, eiw.max_symbols_per_window(code_bits, p))
     interval = ac.initial_interval(p)
     out = np.zeros(count, sym.SYMBOL_DTYPE)
+    lockstep = getattr(self.model, "lockstep", None)
+    session = lockstep(1) if lockstep is not None else None
     for i in range(count):
-      cdf = self.model.cdf(out[:i])
+      if session is not None:
+        from neural_compression.m1 import numpy_inference
+        cdf = session.step(np.array([out[i - 1] if i else numpy_inference.BOS]))[0]
+      else:
+        cdf = self.model.cdf(out[:i])
       s = ac.block_child(interval, cdf, code, code_bits, p)
       if s is None:
         return out[:i]

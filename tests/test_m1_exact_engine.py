@@ -101,3 +101,28 @@ def test_corrupt_or_missing_exact_model_is_refused(checkpoint, tmp_path):
   (copy / ni.CONFIG_FILE).write_text(json.dumps(doc))
   with pytest.raises(ni.CheckpointError):
     ee.verify_checkpoint(copy)
+
+
+def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoint):
+  data = " ".join(d["text"] for d in corpus_gen.make_documents(3, seed=5)).encode()
+  x = np.frombuffer(data[:ee.MAX_CONTEXT + 60], np.uint8).astype(np.uint16)
+  model = ee.load_exact_model(checkpoint)
+  session = model.lockstep(2)
+  checked = 0
+  for i in range(len(x)):
+    tokens = np.array([ni.BOS if i == 0 else x[i - 1]] * 2)
+    got = session.step(tokens)
+    if i % 97 == 0 or i > ee.MAX_CONTEXT - 3:
+      np.testing.assert_array_equal(got[0], model.cdf(x[:i]), err_msg=f"position {i}")
+      np.testing.assert_array_equal(got[1], got[0])
+      checked += 1
+  assert checked > 60
+
+
+def test_ac_with_m1_round_trips(checkpoint):
+  docs = [d["text"] for d in corpus_gen.make_documents(3, seed=9)]
+  examples = list(ex.examples_from_documents(docs, example_symbols=500))[:3]
+  compressor = acc.ArithmeticCodingCompressor(ee.load_exact_model(checkpoint), 16)
+  for x, e in zip(examples, compressor.encode_batch(examples)):
+    np.testing.assert_array_equal(compressor.decode(e.tokens), x)
+    np.testing.assert_array_equal(compressor.encode(x).tokens, e.tokens)

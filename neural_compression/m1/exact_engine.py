@@ -297,6 +297,10 @@ class ExactM1Model(cdf_models.CdfModel):
   def cdf(self, context: np.ndarray) -> np.ndarray:
     return self.cdfs([context])[0]
 
+  def lockstep(self, rows: int) -> "LockstepSession":
+    """A session that runs `rows` whole sequences in lockstep (AC's fast path)."""
+    return LockstepSession(self, rows)
+
   def cdfs(self, contexts: Sequence[np.ndarray]) -> np.ndarray:
     """CDFs [len(contexts), NUM_SYMBOLS + 1] after each context (symbols of a segment)."""
     self.stats["calls"] += 1
@@ -383,6 +387,47 @@ class ExactM1Model(cdf_models.CdfModel):
         if key in self._nodes:
           kept[key] = self._nodes[key]
     self._nodes = kept
+
+
+class LockstepSession:
+  """Advances many whole sequences one position per step, for AC (no resets, long contexts).
+
+  Every row moves in lockstep, so the attention history of all rows is the same slice of one
+  persistent buffer and no per-step gathering is needed. Position i attends to positions
+  max(0, i - MAX_CONTEXT + 1) .. i exactly as in ExactM1Model, so the CDFs are identical to the
+  prefix-cache path (a test checks it).
+  """
+
+  def __init__(self, model: "ExactM1Model", rows: int):
+    self.engine = model.engine
+    c = self.engine.config
+    self._cap = 2 * MAX_CONTEXT
+    shape = (rows, self._cap, c.num_heads, c.head_dim)
+    self._k = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
+    self._v = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
+    self._start = 0  # absolute position of buffer slot 0
+    self.position = 0  # absolute position of the next input token
+    self.rows = rows
+
+  def step(self, tokens: np.ndarray) -> np.ndarray:
+    """Feeds one input token per row (BOS first, then each coded symbol); returns the CDFs
+    [rows, NUM_SYMBOLS + 1] of the symbol that follows."""
+    if self.position - self._start == self._cap:  # slide: keep the last MAX_CONTEXT - 1 slots
+      keep = MAX_CONTEXT - 1
+      for buf in self._k + self._v:
+        buf[:, :keep] = buf[:, self._cap - keep:]
+      self._start = self.position - keep
+    lo = max(self._start, self.position - (MAX_CONTEXT - 1)) - self._start
+    hi = self.position - self._start
+    hist_len = np.full(self.rows, hi - lo, np.int64)
+    new_k, new_v, cdfs = self.engine.forward(
+        np.asarray(tokens, np.int64), [b[:, lo:hi] for b in self._k],
+        [b[:, lo:hi] for b in self._v], hist_len)
+    b = self.engine.backend
+    for buf, new in zip(self._k + self._v, list(new_k) + list(new_v)):
+      buf[:, hi] = b.to_numpy(new)
+    self.position += 1
+    return b.to_numpy(cdfs).astype(np.int64)
 
 
 def load_exact_arrays(directory: str | os.PathLike) -> tuple[dict, dict]:
