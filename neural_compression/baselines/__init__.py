@@ -1,0 +1,1 @@
+"""The paper's non-neural baselines behind the Compressor interface: GZip, Bytes, SentencePiece."""
