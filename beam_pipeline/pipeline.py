@@ -132,27 +132,17 @@ def build(p, opts, specs, artifacts: compress.Artifacts):
       specs, artifacts, opts.m2_length, opts.m2_mode, opts.batch_size,
       opts.fail_once_for_testing)
   files = records | "WriteRecords" >> write.WriteShardedRecords(opts.output_dir, opts.num_shards)
-  bits_per_token = {s.slug: c.bits_per_token for s, c in _bits_per_token_probe(specs, artifacts)}
+  bits_per_token = {s.slug: _bits_per_token(s, artifacts) for s in specs}
   _ = stats | "WriteStats" >> write.WriteStats(opts.output_dir, bits_per_token, layout.STATS)
   _ = files | "WriteFileList" >> write.WriteFileList(opts.output_dir, FILE_LIST)
   _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(posixpath.join(opts.output_dir, DEAD_LETTERS))
 
 
-def _bits_per_token_probe(specs, artifacts):
-  """(spec, object with bits_per_token) without loading M1: log2 of each method's vocabulary."""
-  import math
-  out = []
-  for spec in specs:
-    if spec.kind == "bytes":
-      from neural_compression.baselines import bytes_compressor
-      vocab = bytes_compressor.BytesCompressor().vocab_size
-    elif spec.kind == "spm":
-      from neural_compression.baselines import sentencepiece_compressor as spc
-      vocab = spc.SentencePieceCompressor(artifacts.spm_model_proto).vocab_size
-    else:
-      vocab = 1 << spec.token_bits
-    out.append((spec, type("Vocab", (), {"bits_per_token": math.log2(vocab)})))
-  return out
+def _bits_per_token(spec, artifacts) -> float:
+  """A method's bits per token without loading M1 (its tokens carry N bits each)."""
+  if spec.kind in ("bytes", "spm"):
+    return methods.build_compressor(spec, spm_model_proto=artifacts.spm_model_proto).bits_per_token
+  return float(spec.token_bits)
 
 
 class _WriteDeadLetters(beam.PTransform):
