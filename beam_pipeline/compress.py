@@ -138,6 +138,7 @@ class CompressBatchFn(beam.DoFn):
             "m2_examples": len(pieces),
             "m2_tokens": sum(len(p.tokens) for p in pieces),
             "m2_raw_bytes": sum(p.raw_bytes for p in pieces),
+            "bytes_trimmed": len(x) - sum(p.raw_bytes for p in pieces),
         }))
         beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, f"{slug}/tokens").inc(len(enc.tokens))
     self._examples.inc(len(batch))

@@ -172,6 +172,32 @@ def _counters(result) -> dict:
   return dict(sorted(out.items()))
 
 
+class AccountingError(RuntimeError):
+  """The run's counters do not account for every input byte; the run is not marked complete."""
+
+
+def accounting(counters: dict, stats: dict) -> dict:
+  """The byte and document identities every run must satisfy, with both sides of each."""
+  g = lambda name: counters.get(name, 0)
+  checks = {
+      # Every input unit was emitted as a document or dead-lettered (decompressed bytes).
+      "source bytes read == emitted + dead-lettered": (
+          g("sources/bytes_read"), g("sources/bytes_emitted") + g("sources/bytes_dead_lettered")),
+      "documents read == documents in runs": (g("sources/documents_read"),
+                                              g("runs/documents_in_runs")),
+      # Text bytes plus one EOS per document all land in examples or the unsampled remainder.
+      "document bytes + EOS == bytes in examples + not sampled": (
+          g("runs/document_text_bytes") + g("runs/eos_symbols"),
+          g("runs/bytes_in_examples") + g("runs/bytes_not_sampled")),
+  }
+  for slug, by_split in stats.items():
+    total = sum(s["input_bytes"] for s in by_split.values())
+    covered = sum(s["m2_raw_bytes"] + s["bytes_trimmed"] for s in by_split.values())
+    checks[f"{slug}: bytes compressed == bytes in examples"] = (total, g("runs/bytes_in_examples"))
+    checks[f"{slug}: M2 bytes + trimmed == bytes compressed"] = (covered, total)
+  return {name: {"lhs": lhs, "rhs": rhs, "ok": lhs == rhs} for name, (lhs, rhs) in checks.items()}
+
+
 def run(argv: list[str] | None = None) -> dict:
   """Runs the job; returns the manifest. Raises ConfigError before starting on bad flags."""
   argv = options_lib.expand_runner_config(list(argv or []))
@@ -189,6 +215,11 @@ def run(argv: list[str] | None = None) -> dict:
   result.wait_until_finish()
   files = json.loads(artifacts_lib.read_bytes(posixpath.join(opts.output_dir, FILE_LIST)))
   stats = json.loads(artifacts_lib.read_bytes(posixpath.join(opts.output_dir, layout.STATS)))
+  counters = _counters(result)
+  checks = accounting(counters, stats)
+  broken = {k: v for k, v in checks.items() if not v["ok"]}
+  if broken:
+    raise AccountingError(f"the run's counters do not add up, output left incomplete: {broken}")
   manifest = {
       "format": "neural_compression.run_manifest",
       "version": 1,
@@ -204,7 +235,8 @@ def run(argv: list[str] | None = None) -> dict:
       "records": {f"{s}/{split}": sum(f["records"] for f in files
                                       if f["method"] == s and f["split"] == split)
                   for s in stats for split in stats[s]},
-      "counters": _counters(result),
+      "counters": counters,
+      "accounting": checks,
       "wall_seconds": round(time.time() - started, 1),
       "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }

@@ -40,8 +40,14 @@ class _KeyBySplitAndBucket(beam.DoFn):
     self._validation_percent = validation_percent
     self._fixed_split = fixed_split
 
+  def setup(self):
+    self._text_bytes = beam.metrics.Metrics.counter(RUNS_NAMESPACE, "document_text_bytes")
+    self._documents = beam.metrics.Metrics.counter(RUNS_NAMESPACE, "documents_split")
+
   def process(self, doc):
     text = doc["text"].encode("utf-8")
+    self._text_bytes.inc(len(text))
+    self._documents.inc()
     url = doc["url"]
     split = self._fixed_split or corpus.split_of_url(url, self._validation_percent)
     sort_key = _digest(url.encode("utf-8")) + _digest(text)
