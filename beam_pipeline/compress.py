@@ -46,6 +46,21 @@ class Artifacts:
     return h.hexdigest()
 
 
+def local_copy(directory: str) -> str:
+  """A local path for a checkpoint directory on any Beam filesystem (copied once per process)."""
+  if "://" not in directory:
+    return directory
+  import posixpath
+  import tempfile
+  from apache_beam.io.filesystems import FileSystems
+  local = tempfile.mkdtemp(prefix="m1_checkpoint_")
+  for meta in FileSystems.match([posixpath.join(directory, "*")])[0].metadata_list:
+    with FileSystems.open(meta.path) as src, open(
+        posixpath.join(local, posixpath.basename(meta.path)), "wb") as dst:
+      dst.write(src.read())
+  return local
+
+
 class _Compressors:
   """The per-process set of compressors (a weakref-able holder for Shared)."""
 
@@ -53,7 +68,7 @@ class _Compressors:
     m1_model = unigram = None
     if any(s.uses_m1 for s in specs):
       from neural_compression.m1 import exact_engine  # JAX-free numpy path on CPU workers
-      m1_model = exact_engine.load_exact_model(artifacts.m1_checkpoint)
+      m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint))
     if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
       from neural_compression import static_unigram
       unigram = static_unigram.StaticUnigramModel.from_json(artifacts.static_unigram_json)

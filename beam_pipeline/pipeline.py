@@ -78,7 +78,7 @@ def validate(opts) -> list[methods.MethodSpec]:
   if any(s.uses_m1 for s in specs):
     from neural_compression.m1 import exact_engine
     try:
-      exact_engine.verify_checkpoint(opts.m1_checkpoint)
+      exact_engine.verify_checkpoint(compress.local_copy(opts.m1_checkpoint))
     except (OSError, ValueError) as e:
       raise ConfigError(f"--m1_checkpoint={opts.m1_checkpoint}: {e}") from None
   return specs

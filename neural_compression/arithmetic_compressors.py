@@ -71,7 +71,7 @@ class EqualInfoACCompressor(Compressor):
     """
     states = [eiw.EqualInfoEncoderState(x, self.window_bits, self.model.precision_bits,
                                         self.rule) for x in batch]
-    _drive(self.model, states)
+    drive_states(self.model, states)
     return [self.windows_to_encoded(s.windows) for s in states]
 
   def window_codes(self, tokens: np.ndarray) -> list[int]:
@@ -83,12 +83,12 @@ class EqualInfoACCompressor(Compressor):
     # Windows are independent, so all of them decode together as rows of one batch.
     states = [eiw.EqualInfoDecoderState(code, self.window_bits, self.model.precision_bits,
                                         self.rule) for code in self.window_codes(tokens)]
-    _drive(self.model, states)
+    drive_states(self.model, states)
     parts = [s.symbols for s in states]
     return np.concatenate(parts) if parts else np.zeros(0, sym.SYMBOL_DTYPE)
 
 
-def _drive(model: cdf_models.CdfModel, states) -> None:
+def drive_states(model: cdf_models.CdfModel, states) -> None:
   """Feeds every unfinished state the CDF after its context, one batched call per step."""
   active = [s for s in states if not s.done]
   while active:
