@@ -121,14 +121,18 @@ def check_method_split(data_dir: str, method: str, slug: str, split: str) -> dic
 
 def list_record_files(data_dir: str, method: str, slug: str, split: str) -> list[str]:
   """The record files of one method and split, sorted; MissingDataError if there are none."""
-  check_method_split(data_dir, method, slug, split)
+  manifest = check_method_split(data_dir, method, slug, split)
   pattern = layout.file_pattern(data_dir, slug, split)
   files = sorted(tf.io.gfile.glob(pattern))
-  if not files:
+  # The manifest lists every shard the run wrote; anything else means the directory changed.
+  listed = sorted(f["path"] for f in manifest.get("files", [])
+                  if f.get("method") == slug and f.get("split") == split)
+  found = sorted(posixpath.relpath(f, data_dir) if "://" not in f else f for f in files)
+  if not files or (listed and listed != found):
     raise MissingDataError(
-        f"the manifest in {data_dir!r} lists {method!r} {split!r} records but no file matches "
-        f"{pattern}: the directory was changed after the run. Rewrite it with:\n  "
-        f"{pipeline_command(data_dir, method)} --overwrite")
+        f"the manifest in {data_dir!r} lists {len(listed)} {method!r} {split!r} shard(s) but "
+        f"{len(files)} file(s) match {pattern}: the directory was changed after the run. "
+        f"Rewrite it with:\n  {pipeline_command(data_dir, method)} --overwrite")
   return files
 
 

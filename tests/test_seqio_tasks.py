@@ -260,6 +260,18 @@ def test_incomplete_run_without_manifest_is_refused(run_dir, tmp_path):
     seqio.get_mixture_or_task("c4_bytes").get_dataset({"targets": 512}, split="train")
 
 
+def test_shards_missing_from_a_complete_run_are_refused(run_dir, tmp_path):
+  copy = tmp_path / "copy"
+  shutil.copytree(run_dir, copy)
+  sorted((copy / "bytes" / "train").glob("data-*.tfrecord"))[0].unlink()
+  seqio_tasks.set_data_dir(str(copy))
+  with pytest.raises(seqio_tasks.MissingDataError, match="changed after the run"):
+    seqio.get_mixture_or_task("c4_bytes").get_dataset({"targets": 512}, split="train")
+  # Other splits and methods of the run still read.
+  task = seqio.get_mixture_or_task("c4_bytes")
+  assert list(task.get_dataset({"targets": 512}, split="validation").as_numpy_iterator())
+
+
 def test_data_dir_resolution_order(monkeypatch, run_dir):
   seqio_tasks.set_data_dir(None)
   monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
@@ -286,7 +298,7 @@ def make_m1_run():
   pattern = corpus_gen.write_c4_shards(root / "c4", docs)
   out = root / "run"
   pipeline.run(job_args(pattern, str(out), ["equal_info_ac:b16:v65k", "ac:v256"],
-                        f"--m1_checkpoint={checkpoint}") )
+                        f"--m1_checkpoint={checkpoint}"))
   return str(out), docs, str(checkpoint), root
 
 
