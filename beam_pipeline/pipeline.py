@@ -84,9 +84,18 @@ def validate(opts) -> list[methods.MethodSpec]:
   return specs
 
 
+def _ours(name: str) -> bool:
+  """Whether a top-level entry of an output directory is something a run writes."""
+  if name in (layout.MANIFEST, layout.STATS, FILE_LIST, DEAD_LETTERS, "verify.json",
+              "artifacts") or name.startswith(".tmp-"):
+    return True
+  return any(name == kind or name.startswith(kind + "_") for kind in methods.KINDS)
+
+
 def prepare_output_dir(opts) -> None:
   """Refuses to mix runs: an existing run with other content flags needs --overwrite; the old
-  run's files are removed before the new run writes (artifacts are kept)."""
+  run's files are removed before the new run writes (artifacts are kept). A directory holding
+  anything a run does not write is refused outright, so a wrong path never deletes user files."""
   manifest = posixpath.join(opts.output_dir, layout.MANIFEST)
   if FileSystems.exists(manifest):
     old = json.loads(artifacts_lib.read_bytes(manifest))
@@ -98,14 +107,21 @@ def prepare_output_dir(opts) -> None:
   if not FileSystems.exists(opts.output_dir):
     FileSystems.mkdirs(opts.output_dir)
     return
-  artifacts_dir = posixpath.join(opts.output_dir, "artifacts")
-  stale = [m.path for m in FileSystems.match([posixpath.join(opts.output_dir, "*")])[0].metadata_list
-           if posixpath.normpath(m.path) != posixpath.normpath(artifacts_dir)
-           and not m.path.startswith(artifacts_dir + "/")]
+  entries = {}
+  # '**' lists every file below (Beam filesystems list files, not directories).
+  for meta in FileSystems.match([posixpath.join(opts.output_dir, "**")])[0].metadata_list:
+    rel = posixpath.relpath(meta.path, opts.output_dir) if "://" not in meta.path else \
+        meta.path[len(opts.output_dir.rstrip("/")) + 1:]
+    entries.setdefault(rel.split("/", 1)[0], []).append(meta.path)
+  foreign = sorted(name for name in entries if not _ours(name))
+  if foreign:
+    raise ConfigError(f"--output_dir={opts.output_dir} holds files this job did not write "
+                      f"({', '.join(foreign[:5])}); use an empty or new directory")
   # The manifest goes first: from here on the directory holds no complete run.
   if FileSystems.exists(manifest):
     FileSystems.delete([manifest])
-  stale = [p for p in stale if posixpath.normpath(p) != posixpath.normpath(manifest)]
+  stale = [path for name, paths in entries.items() if name not in ("artifacts", layout.MANIFEST)
+           for path in paths]
   if stale:
     FileSystems.delete(stale)
 

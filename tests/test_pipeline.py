@@ -105,11 +105,17 @@ def test_second_run_replaces_the_first_with_identical_bytes(direct_run, c4_input
   again = tmp_path / "again"
   pipeline.run(job_args(pattern, again))
   first = file_hashes(again)
-  # A stale file from an older run must not survive into the new one.
-  (again / "stale.txt").write_text("old")
+  # A stale shard from an older run (e.g. one with more shards) must not survive.
+  stale = again / "static_ac_v256" / "train" / "data-00009-of-00010.tfrecord"
+  stale.write_bytes(b"old")
   manifest = pipeline.run(job_args(pattern, again))
   assert file_hashes(again) == first == file_hashes(out)
-  assert not (again / "stale.txt").exists()
+  assert not stale.exists()
+  # A directory with files the job did not write is refused, never cleaned.
+  (again / "notes.txt").write_text("mine")
+  with pytest.raises(pipeline.ConfigError, match="did not write"):
+    pipeline.run(job_args(pattern, again))
+  assert (again / "notes.txt").read_text() == "mine"
   assert sorted(f["path"] for f in manifest["files"]) == sorted(first)
 
 
