@@ -63,7 +63,7 @@ def jitted_forward(engine):
     jnp = JaxBackend._jnp()
     r = int(tokens.shape[0])
     t = int(hist_k[0].shape[1]) if hist_k else 0
-    rp, tp = _bucket(r), max(8, _bucket(t))
+    rp, tp = max(64, _bucket(r)), max(16, _bucket(t))  # few shapes: few compilations
     tok = np.zeros(rp, np.int64)
     tok[:r] = np.asarray(tokens)
     hl = np.zeros(rp, np.int64)
