@@ -126,3 +126,16 @@ def test_ac_with_m1_round_trips(checkpoint):
   for x, e in zip(examples, compressor.encode_batch(examples)):
     np.testing.assert_array_equal(compressor.decode(e.tokens), x)
     np.testing.assert_array_equal(compressor.encode(x).tokens, e.tokens)
+
+
+def test_logits_to_cdf_is_the_largest_remainder_quantization(checkpoint):
+  engine = ee.load_exact_model(checkpoint).engine
+  rng = np.random.default_rng(0)
+  z = rng.integers(-3000, 3000, (40, 257)).astype(np.int64)
+  z[0] = 0  # all ties
+  z[1, 5] = 10 ** 6  # one near-certain symbol
+  got = engine._logits_to_cdf(z)  # pylint: disable=protected-access
+  table = engine.p["logit_exp"]
+  for row, cdf in zip(z, got):
+    weights = table[np.minimum(row.max() - row, len(table) - 1)]
+    np.testing.assert_array_equal(cdf, cdf_models.counts_to_cdf(weights, ee.PRECISION_BITS))

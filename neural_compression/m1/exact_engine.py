@@ -245,8 +245,9 @@ class ExactM1:
     left = spare - base.sum(-1, keepdims=True)
     # Largest remainders get the leftover units; ties go to the lower symbol. Keys are unique.
     key = remainder * 512 + (511 - xp.arange(n))[None, :]
-    rank = xp.argsort(xp.argsort(-key, axis=-1), axis=-1)
-    freq = 1 + base + (rank < left).astype(xp.int64)
+    descending = -xp.sort(-key, axis=-1)
+    threshold = xp.take_along_axis(descending, xp.maximum(left - 1, 0), axis=-1)
+    freq = 1 + base + ((key >= threshold) & (left > 0)).astype(xp.int64)
     return xp.concatenate([xp.zeros((z.shape[0], 1), xp.int64), xp.cumsum(freq, -1)], -1)
 
 
