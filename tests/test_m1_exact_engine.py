@@ -139,3 +139,14 @@ def test_logits_to_cdf_is_the_largest_remainder_quantization(checkpoint):
   for row, cdf in zip(z, got):
     weights = table[np.minimum(row.max() - row, len(table) - 1)]
     np.testing.assert_array_equal(cdf, cdf_models.counts_to_cdf(weights, ee.PRECISION_BITS))
+
+
+def test_exact_model_from_other_float_weights_is_refused(checkpoint, tmp_path):
+  import shutil
+  copy = tmp_path / "ckpt"
+  shutil.copytree(checkpoint, copy)
+  config, params, _ = ni.load_checkpoint(copy)
+  params["output/kernel"] = params["output/kernel"] * 2
+  ni.save_checkpoint(copy, config, params)  # new float weights, old exact export
+  with pytest.raises(ee.ExactCheckpointError, match="export_exact"):
+    ee.verify_checkpoint(copy)

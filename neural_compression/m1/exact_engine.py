@@ -67,6 +67,11 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
   data = (directory / doc["exact_file"]).read_bytes()
   if hashlib.sha256(data).hexdigest() != doc["exact_sha256"]:
     raise ExactCheckpointError(f"{directory / doc['exact_file']}: sha256 mismatch, file corrupt")
+  float_doc = json.loads((directory / ni.CONFIG_FILE).read_text())
+  if doc.get("float_weights_sha256") != float_doc["weights_sha256"]:
+    raise ExactCheckpointError(
+        f"{path} was exported from other float weights than {directory / ni.WEIGHTS_FILE}: "
+        f"re-run `python -m neural_compression.m1.export_exact --checkpoint={directory}`")
   return doc
 
 

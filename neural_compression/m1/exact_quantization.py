@@ -230,4 +230,6 @@ def export_checkpoint(directory: str | os.PathLike, calibration_texts: Iterable[
   """Adds the exact model to a float checkpoint directory; returns the exact file's sha256."""
   config, params, _ = ni.load_checkpoint(directory)
   arrays, scalars = export_exact(config, params, calibration_inputs(calibration_texts))
+  doc = json.loads((pathlib.Path(directory) / ni.CONFIG_FILE).read_text())
+  scalars["float_weights_sha256"] = doc["weights_sha256"]  # what these integers came from
   return save_exact(directory, arrays, scalars)
