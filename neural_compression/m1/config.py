@@ -1,0 +1,105 @@
+"""M1 model configuration: hyperparameters, the named sizes, JSON (de)serialization.
+
+Framework-free (no JAX import) so that numpy-only workers can read a checkpoint's config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from neural_compression import symbols as sym
+
+
+@dataclasses.dataclass(frozen=True)
+class M1Config:
+  """Hyperparameters of the decoder-only byte Transformer (see model.py for the math).
+
+  Attributes:
+    num_layers: Transformer blocks.
+    d_model: residual stream width.
+    num_heads: attention heads per block.
+    head_dim: width of each head's queries, keys and values.
+    mlp_dim: hidden width of the ReLU feed-forward layer.
+    num_buckets: relative-position buckets of the T5-style attention bias (causal: all buckets
+      cover distances >= 0).
+    max_distance: distance (in tokens) from which all larger distances share the last bucket.
+    vocab_size: input and output alphabet: 256 bytes, EOS, PAD (symbols.M1_VOCAB_SIZE).
+    dropout_rate: kept at 0 (the paper's M1 trains on plenty of data; determinism is simpler).
+    layer_norm_epsilon: added to the variance inside every LayerNorm.
+  """
+  num_layers: int = 3
+  d_model: int = 256
+  num_heads: int = 4
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_buckets: int = 32
+  max_distance: int = 128
+  vocab_size: int = sym.M1_VOCAB_SIZE
+  dropout_rate: float = 0.0
+  layer_norm_epsilon: float = 1e-6
+
+  def __post_init__(self):
+    for name in ("num_layers", "d_model", "num_heads", "head_dim", "mlp_dim", "num_buckets",
+                 "max_distance", "vocab_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"M1Config.{name} must be positive, got {getattr(self, name)}")
+    if self.vocab_size != sym.M1_VOCAB_SIZE:
+      raise ValueError(f"M1 predicts the {sym.M1_VOCAB_SIZE} symbols of symbols.py, "
+                       f"got vocab_size={self.vocab_size}")
+    if self.dropout_rate != 0.0:
+      raise ValueError("M1 has no dropout (dropout_rate must be 0)")
+    if self.num_buckets < 2 or self.max_distance < self.num_buckets:
+      raise ValueError("need num_buckets >= 2 and max_distance >= num_buckets, got "
+                       f"{self.num_buckets}, {self.max_distance}")
+
+  def non_embedding_params(self) -> int:
+    """Parameters outside the embedding and output layers (the paper's size convention)."""
+    attn = 4 * self.d_model * self.num_heads * self.head_dim
+    mlp = 2 * self.d_model * self.mlp_dim + self.mlp_dim + self.d_model
+    norms = 4 * self.d_model
+    bias = self.num_buckets * self.num_heads
+    return self.num_layers * (attn + mlp + norms + bias) + 2 * self.d_model
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "M1Config":
+    """Builds a config from to_dict()'s output; raises ValueError on unknown keys."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+      raise ValueError(f"unknown M1Config keys: {sorted(unknown)}")
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, text: str) -> "M1Config":
+    return cls.from_dict(json.loads(text))
+
+
+# The paper's M1 is "3m"; the others are the paper's M2 sizes (Table 4), for completeness and for
+# GPU/TPU runs. "1m" and "tiny" are ours: "1m" (1.3M non-embedding parameters, ~1.8x fewer FLOPs
+# per byte than 3m) is near compute-optimal for ~1e14 training FLOPs, i.e. about 1.5 hours of a
+# shared 2-core CPU, where 3m would see too few bytes; "tiny" is for tests.
+SIZES: dict[str, M1Config] = {
+    "tiny": M1Config(num_layers=2, d_model=32, num_heads=2, head_dim=16, mlp_dim=64,
+                     num_buckets=8, max_distance=16),
+    "1m": M1Config(num_layers=3, d_model=192, num_heads=3, head_dim=64, mlp_dim=768),
+    "3m": M1Config(),
+    "25m": M1Config(num_layers=6, d_model=512, num_heads=8, head_dim=64, mlp_dim=2048),
+    "113m": M1Config(num_layers=12, d_model=768, num_heads=12, head_dim=64, mlp_dim=3072),
+    "403m": M1Config(num_layers=24, d_model=1024, num_heads=16, head_dim=64, mlp_dim=4096),
+    "2b": M1Config(num_layers=24, d_model=2048, num_heads=32, head_dim=64, mlp_dim=8192),
+}
+DEFAULT_SIZE = "3m"
+
+
+def config_for_size(size: str) -> M1Config:
+  """Returns the named size's config; raises ValueError listing the known sizes."""
+  if size not in SIZES:
+    raise ValueError(f"unknown M1 size {size!r}; known: {sorted(SIZES)}")
+  return SIZES[size]
