@@ -5,7 +5,6 @@ import base64
 import datetime
 import hashlib
 import json
-import logging
 import posixpath
 import time
 
@@ -130,20 +129,28 @@ def _read(p, opts, pattern, label):
   return sources.read_documents(p, opts.source, pattern, with_dead_letters=True, label=label)
 
 
-def build(p, opts, specs, artifacts: compress.Artifacts):
-  """Adds the job's stages to pipeline `p`."""
+def read_examples(p, opts):
+  """Reads the documents of the run's source and cuts them into examples.
+
+  Returns (PCollection[(example_id, symbols)], dead letters). Shared with beam_pipeline.verify,
+  which rebuilds a run's source examples the same way.
+  """
   make_examples = lambda fixed: runs.DocumentsToExamples(
       opts.docs_per_run, opts.example_bytes, opts.examples_per_run, opts.run_buckets,
       opts.validation_percent, fixed)
   docs, dead = _read(p, opts, opts.input, "ReadDocuments")
-  if opts.validation_input:
-    val_docs, val_dead = _read(p, opts, opts.validation_input, "ReadValidation")
-    examples = ((docs | "TrainExamples" >> make_examples("train"),
-                 val_docs | "ValidationExamples" >> make_examples("validation"))
-                | "AllExamples" >> beam.Flatten())
-    dead = (dead, val_dead) | "AllDeadLetters" >> beam.Flatten()
-  else:
-    examples = docs | "Examples" >> make_examples(None)
+  if not opts.validation_input:
+    return docs | "Examples" >> make_examples(None), dead
+  val_docs, val_dead = _read(p, opts, opts.validation_input, "ReadValidation")
+  examples = ((docs | "TrainExamples" >> make_examples("train"),
+               val_docs | "ValidationExamples" >> make_examples("validation"))
+              | "AllExamples" >> beam.Flatten())
+  return examples, (dead, val_dead) | "AllDeadLetters" >> beam.Flatten()
+
+
+def build(p, opts, specs, artifacts: compress.Artifacts):
+  """Adds the job's stages to pipeline `p`."""
+  examples, dead = read_examples(p, opts)
   records, stats = examples | "CompressExamples" >> compress.CompressExamples(
       specs, artifacts, opts.m2_length, opts.m2_mode, opts.batch_size,
       opts.fail_once_for_testing)

@@ -22,8 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline import artifacts as artifacts_lib
 from beam_pipeline import compress
 from beam_pipeline import options as options_lib
-from beam_pipeline import runs
-from beam_pipeline import sources
+from beam_pipeline import pipeline
 from beam_pipeline import write
 from neural_compression import methods
 from neural_compression import output_layout as layout
@@ -123,16 +122,7 @@ def run(argv=None) -> dict:
   from apache_beam.utils import shared
   percent = known.sample_percent
   with beam.Pipeline(options=pipeline_options) as p:
-    make = lambda fixed: runs.DocumentsToExamples(
-        opts.docs_per_run, opts.example_bytes, opts.examples_per_run, opts.run_buckets,
-        opts.validation_percent, fixed)
-    docs = sources.read_documents(p, opts.source, opts.input, label="ReadDocuments")
-    if opts.validation_input:
-      val = sources.read_documents(p, opts.source, opts.validation_input, label="ReadValidation")
-      examples = ((docs | "Train" >> make("train"), val | "Val" >> make("validation"))
-                  | beam.Flatten())
-    else:
-      examples = docs | "Examples" >> make(None)
+    examples, _ = pipeline.read_examples(p, opts)
     groups = {"source": examples | "SampleSource" >> beam.Filter(
         lambda kv: _sampled(kv[0], percent))}
     for spec in specs:

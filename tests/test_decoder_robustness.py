@@ -4,7 +4,6 @@ import time
 import numpy as np
 import pytest
 
-from neural_compression import corpus
 from neural_compression import methods
 from neural_compression import static_unigram
 from neural_compression.baselines import sentencepiece_compressor as spc

@@ -1,14 +1,11 @@
 """End-to-end tests of the Beam job on a small generated corpus."""
 import hashlib
-import json
 import pathlib
 
-import numpy as np
 import pytest
 
 from beam_pipeline import pipeline
 from beam_pipeline import verify
-from neural_compression import examples as ex
 from neural_compression import methods
 from neural_compression import output_layout as layout
 from tests import pipeline_test_corpus as corpus_gen
@@ -82,7 +79,7 @@ def test_verify_reports_a_corrupted_record(direct_run, tmp_path, c4_input):
   tokens[3] = (tokens[3] + 1) % 65536
   with tf.io.TFRecordWriter(str(shard)) as w:
     w.write(first.SerializeToString())
-  result = verify.run([f"--output_dir={copy}", f"--methods=static_equal_info_ac:b16:v65k"])
+  result = verify.run([f"--output_dir={copy}", "--methods=static_equal_info_ac:b16:v65k"])
   assert any(m["method"] == slug for m in result["mismatches"]), result["counters"]
 
 

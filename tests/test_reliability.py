@@ -4,7 +4,6 @@ import gzip
 import hashlib
 import json
 import pathlib
-import time
 
 import numpy as np
 import pytest
