@@ -34,6 +34,7 @@ import math
 import os
 import pathlib
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -267,6 +268,7 @@ class TrainArgs:
   keep: int = 2
   resume: bool = False
   export_dir: str = ""
+  export_exact: int = 1  # 1: exports also carry the exact integer model (export_exact.py)
   max_train_secs: float = 0.0  # stop (save, final eval, export) after this much wall time; 0: off
   command: str = ""  # recorded in the model card
 
@@ -378,13 +380,31 @@ def write_model_card(directory: pathlib.Path, card: dict) -> None:
   (directory / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
-def export(export_dir: pathlib.Path, config, params, card: dict) -> None:
-  """Writes the numpy checkpoint + model card (the card last: a complete export has a card)."""
-  export_dir.mkdir(parents=True, exist_ok=True)
-  ni.save_checkpoint(export_dir, config, m1_model.flatten_params(params),
-                     metadata={k: v for k, v in card.items() if k != "command"} |
-                     {"command": card.get("command", "")})
-  write_model_card(export_dir, card)
+def export(export_dir: pathlib.Path, config, params, card: dict, exact: bool = True) -> None:
+  """Replaces export_dir with a complete checkpoint: float weights, the exact integer model
+  (exact_quantization, calibrated on the default corpus's train split) and MODEL_CARD.md.
+
+  Everything is written to a staging directory first and swapped in with two renames, so that a
+  reader never sees float weights next to a stale exact model (which the pipeline refuses).
+  Files in export_dir that the export does not write (none, normally) are dropped.
+  """
+  export_dir = pathlib.Path(export_dir)
+  staging = export_dir.with_name(f".{export_dir.name}.staging")
+  old = export_dir.with_name(f".{export_dir.name}.old")
+  for d in (staging, old):
+    if d.exists():
+      shutil.rmtree(d)
+  ni.save_checkpoint(staging, config, m1_model.flatten_params(params), metadata=card)
+  if exact:
+    # Imported here: only exports need it, and it reads the corpus for calibration.
+    from neural_compression.m1 import export_exact
+    export_exact.main([f"--checkpoint={staging}"])
+  write_model_card(staging, card)
+  if export_dir.exists():
+    os.replace(export_dir, old)
+  os.replace(staging, export_dir)
+  if old.exists():
+    shutil.rmtree(old)
 
 
 def train(args: TrainArgs, train_documents: Sequence[np.ndarray] | None = None,
@@ -499,7 +519,7 @@ def train(args: TrainArgs, train_documents: Sequence[np.ndarray] | None = None,
       if args.eval_every and step % args.eval_every == 0 and step < args.steps:
         last_eval = evaluate(args.eval_examples)
         if args.export_dir:
-          export(pathlib.Path(args.export_dir), config, params, card(last_eval))
+          export(pathlib.Path(args.export_dir), config, params, card(last_eval), bool(args.export_exact))
         window_t = time.time()  # keep eval time out of tokens/s
       if time.time() - last_save >= args.save_every_secs:
         checkpoint()
@@ -514,7 +534,7 @@ def train(args: TrainArgs, train_documents: Sequence[np.ndarray] | None = None,
     if stop["signal"] is None:
       last_eval = evaluate(args.final_eval_examples)
       if args.export_dir:
-        export(pathlib.Path(args.export_dir), config, params, card(last_eval))
+        export(pathlib.Path(args.export_dir), config, params, card(last_eval), bool(args.export_exact))
   finally:
     for s, h in old_handlers.items():
       signal.signal(s, h)
