@@ -92,7 +92,9 @@ class TrainStream:
         padded[:len(run)] = run
         windows.append(padded.reshape(n, self.seq_len))
       windows = np.concatenate(windows)
-      self._epochs = {epoch: windows[rng.permutation(len(windows))]}  # keep one epoch in memory
+      # Keep two epochs: a batch (or a log line) can straddle an epoch boundary.
+      self._epochs = {e: w for e, w in self._epochs.items() if e == epoch - 1}
+      self._epochs[epoch] = windows[rng.permutation(len(windows))]
     return self._epochs[epoch]
 
   def _window(self, index: int) -> np.ndarray:
