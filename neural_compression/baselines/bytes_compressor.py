@@ -1,4 +1,9 @@
-"""Bytes (ByT5-style): one token per symbol. Token id = symbol: 0..255 bytes, 256 = EOS."""
+"""Bytes (ByT5-style): one token per symbol. Token id = symbol: 0..255 bytes, 256 = EOS.
+
+The vocabulary has 257 ids, but a token is counted as 8 bits (num_bits = 8 * num_tokens, and
+bits_per_token = 8), as the paper counts Bytes: bit compression ratio 1.0. EOS is a token like
+any byte and is counted as one input byte.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -28,4 +33,5 @@ class BytesCompressor(Compressor):
                    symbols_at_token=np.arange(len(tokens) + 1))
 
   def decode(self, tokens: np.ndarray) -> np.ndarray:
+    """Returns the tokens as symbols; raises ValueError on ids outside [0, 257)."""
     return sym.validate_symbols(np.asarray(tokens))

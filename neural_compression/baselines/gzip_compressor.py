@@ -17,8 +17,15 @@ from neural_compression.compressor import Compressor, Encoded
 
 
 class GzipCompressor(Compressor):
+  """zlib stream bytes as N-bit tokens: 'gzip:v256' (N = 8) or 'gzip:v65k' (N = 16).
+
+  num_bits = 8 * len(zlib stream) bits: the stream without the padding byte of N = 16.
+  `decode` raises ValueError on tokens that are not a complete, checksum-valid zlib stream
+  (bytes after the stream's end, such as the padding, are ignored).
+  """
 
   def __init__(self, token_bits: int = 8):
+    """Args: token_bits: N, bits per token; 8 (one stream byte) or 16 (two, big-endian)."""
     if token_bits not in (8, 16):
       raise ValueError(f"gzip tokens are bytes or byte pairs (N = 8 or 16), got N={token_bits}")
     self.token_bits = token_bits
@@ -65,6 +72,7 @@ class GzipCompressor(Compressor):
     return np.packbits(bit_tokens.tokens_to_bits(tokens, self.token_bits)).tobytes()
 
   def decode(self, tokens: np.ndarray) -> np.ndarray:
+    """Inflates the stream the tokens carry; raises ValueError if corrupt or truncated."""
     decomp = zlib.decompressobj()
     try:
       data = decomp.decompress(self._stream(tokens))
