@@ -33,8 +33,8 @@ bench: $(STAMP)
 M1_STEPS ?= 3000
 m1: $(STAMP)
 	$(PY) -m neural_compression.m1.train --out_dir runs/m1_make --resume --size 1m \
-	  --steps $(M1_STEPS) --seq_len 1024 --batch_size 8 --optimizer adam --lr_base 0.03 \
-	  --warmup_steps 200 --grad_clip 1.0 --eval_every 200 --eval_examples 6 \
+	  --steps $(M1_STEPS) --seq_len 512 --batch_size 16 --optimizer adam --lr_base 0.03 \
+	  --warmup_steps 100 --grad_clip 1.0 --eval_every 150 --eval_examples 6 \
 	  --final_eval_examples -1 --export_dir m1_checkpoint
 
 clean-venv:

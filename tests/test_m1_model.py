@@ -107,3 +107,22 @@ def test_corrupt_checkpoint_is_rejected(setup, tmp_path):
     ni.load_checkpoint(tmp_path)
   with pytest.raises(ni.CheckpointError, match="missing"):
     ni.load_checkpoint(tmp_path / "nowhere")
+
+
+def test_host_init_matches_the_flax_modules():
+  host = m1_model.init_params(TINY, 0)
+  flax_init = m1_model.M1Transformer(TINY).init(jax.random.PRNGKey(0), np.zeros((1, 4), np.int32))
+  flax_init = flax_init["params"]
+  assert jax.tree_util.tree_structure(host) == jax.tree_util.tree_structure(flax_init)
+  for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(flax_init)):
+    assert a.shape == b.shape
+  # The relative-position bias starts recency-biased (deterministic), in both.
+  bias = np.asarray(host["layers_0"]["attention"]["rel_bias"])
+  np.testing.assert_array_equal(bias, np.asarray(flax_init["layers_0"]["attention"]["rel_bias"]))
+  assert bias[0, 0] == 0 and np.all(np.diff(bias, axis=0) < 0)
+  # Same seed, same weights; another seed, other weights.
+  wi = m1_model.flatten_params(host)["layers_1/mlp/wi"]
+  np.testing.assert_array_equal(m1_model.flatten_params(m1_model.init_params(TINY, 0))[
+      "layers_1/mlp/wi"], wi)
+  assert not np.array_equal(m1_model.flatten_params(m1_model.init_params(TINY, 1))[
+      "layers_1/mlp/wi"], wi)
