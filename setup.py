@@ -21,6 +21,8 @@ RUNTIME_PINS = [
     "gin-config==0.5.0",
     "protobuf==6.33.6",
     "numpy==2.4.6",
+    # The exact M1 engine runs BLAS single-threaded (see m1/exact_engine.py).
+    "threadpoolctl==3.6.0",
 ]
 
 EXTRAS = {

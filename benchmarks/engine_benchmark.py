@@ -42,18 +42,23 @@ def m1_flops_per_position(config) -> float:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", default="m1_checkpoint")
-  parser.add_argument("--examples", type=int, default=24)
-  parser.add_argument("--rows", type=int, default=256, help="max rows per engine batch")
+  parser.add_argument("--examples", type=int, default=512,
+                      help="10,240-byte examples (validation first, then train)")
+  parser.add_argument("--rows", type=int, default=512,
+                      help="examples encoded together (one engine row each)")
   parser.add_argument("--backend", default="numpy")
   args = parser.parse_args()
-  docs = [d["text"] for d in corpus.default_corpus_documents("validation")]
-  data = list(ex.examples_from_documents(docs))[:args.examples]
+  # Validation examples first; throughput runs that need more rows continue into train text.
+  data = []
+  for split in ("validation", "train"):
+    docs = [d["text"] for d in corpus.default_corpus_documents(split)]
+    data += list(ex.examples_from_documents(docs))
+  data = data[:args.examples]
   nbytes = sum(len(x) for x in data)
-  model = exact_engine.load_exact_model(args.checkpoint, backend=args.backend,
-                                        max_rows=args.rows)
+  model = exact_engine.load_exact_model(args.checkpoint, backend=args.backend)
   flops = m1_flops_per_position(model.engine.config)
   sgemm = sgemm_flops_per_second()
-  print(f"data: {nbytes:,} bytes in {len(data)} validation examples")
+  print(f"data: {nbytes:,} bytes in {len(data)} examples")
   print(f"sgemm now: {sgemm / 1e9:.1f} GFLOP/s; M1 {flops / 1e6:.2f} MFLOP per byte position")
   print(f"naive FLOP bound (one full position per byte): {sgemm / flops:,.0f} bytes/s")
   compressor = acc.EqualInfoACCompressor(model, 16, 16)

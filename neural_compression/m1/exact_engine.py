@@ -289,7 +289,19 @@ class ExactM1Model(cdf_models.CdfModel):
   """`CdfModel` over the exact engine with a prefix-sharing KV cache (see module docstring)."""
 
   def __init__(self, engine: ExactM1, max_cached_nodes: int = 100_000,
-               max_rows: int = 1024):
+               max_rows: int = 1024, blas_threads: int | None = 1):
+    """Args:
+      engine: the integer forward.
+      max_cached_nodes: prefixes kept before the cache is pruned to depth <= 2.
+      max_rows: new positions computed per forward call at most.
+      blas_threads: BLAS threads for this process (None: leave as is). The engine's GEMMs are
+        small, and with more than one thread they spend their time synchronizing, badly so
+        when other processes share the cores (measured 12x slower at 512 rows); scale out with
+        one engine per core instead (Beam workers do). Results do not depend on it.
+    """
+    if blas_threads is not None:
+      import threadpoolctl
+      threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas")
     self.engine = engine
     self.max_cached_nodes = max_cached_nodes
     self.max_rows = max_rows
