@@ -341,6 +341,7 @@ class Evaluator:
     self.reset = (reset_segments(documents, reset_segments_count, reset_len)
                   if reset_segments_count else None)
     self._bits = _bits_fn(config)
+    self.total_bytes = sum(len(e) for e in self.examples)
 
   def full_context(self, params, num_examples: int) -> tuple[float, int]:
     """(bits/byte, bytes) over num_examples evenly spaced examples (-1: all), one forward each."""
@@ -375,10 +376,13 @@ def write_model_card(directory: pathlib.Path, card: dict) -> None:
   for key, value in card.items():
     lines.append(f"| {key} | {value} |")
   lines += ["", "Bits/byte count EOS as a byte and renormalize over the 257 coder symbols (what",
-            "the arithmetic coder pays before CDF quantization). Full context: every",
+            "the arithmetic coder pays before CDF quantization). Full context: each evaluated",
             "10,240-symbol validation example (runs of 128 documents) is coded from an empty",
-            "context with no resets. After reset: mean over the first 16 symbols of 512",
-            "validation segments that start at arbitrary offsets with no left context.", ""]
+            "context with no resets, attending to all earlier symbols of the example;",
+            "validation_bytes_evaluated says how much of the validation split that covers",
+            "(periodic evaluations use a few evenly spaced examples, the final one all of them).",
+            "After reset: mean over the first 16 symbols of 512 validation segments that start",
+            "at arbitrary offsets with no left context (as in every equal-info window).", ""]
   (directory / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
@@ -480,7 +484,7 @@ def train(args: TrainArgs, train_documents: Sequence[np.ndarray] | None = None,
         "steps": step, "tokens_seen": tokens, "epochs": f"{stream.epoch_of_step(step):.2f}",
         "wall_time_secs": round(wall(), 1),
         "validation_bits_per_byte_full_context": eval_figs.get("full_bpb"),
-        "validation_bytes_evaluated": eval_figs.get("full_bytes"),
+        "validation_bytes_evaluated": f"{eval_figs.get('full_bytes')} of {evaluator.total_bytes}",
         "validation_bits_per_byte_first16_after_reset": eval_figs.get("reset_bpb"),
         "evaluated_at_step": eval_figs.get("step"),
         "command": f"`{args.command}`" if args.command else "",
