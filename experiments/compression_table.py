@@ -58,6 +58,8 @@ def main() -> None:
   parser.add_argument("--no_m1", action="store_true", help="skip the methods that need M1")
   parser.add_argument("--examples", type=int, default=0, help="first N examples (0: all)")
   parser.add_argument("--json", default=None, help="also write the figures here")
+  parser.add_argument("--only", default=None,
+                      help="comma-separated method strings to run (default: all of them)")
   args = parser.parse_args()
   train = list(corpus.default_corpus_documents("train"))
   docs = [d["text"] for d in corpus.default_corpus_documents("validation")]
@@ -75,6 +77,8 @@ def main() -> None:
   names += [f"static_equal_info_ac:b{b}:v65k" for b in (16, 32, 64, 128)]
   names += [f"static_equal_info_ac:b{b}:v65k:paper" for b in (16, 32, 64, 128)]
   names += [f"equal_info_ac:b{b}:v65k:paper" for b in (16, 32, 64, 128)]
+  if args.only:
+    names = args.only.split(",")
   rows = {}
   print(f"validation: {nbytes:,} bytes in {len(data)} examples")
   print(f"{'method':36s} {'tok ratio':>9s} {'bit ratio':>9s} {'paper tok':>9s} {'windows':>8s} "
