@@ -30,7 +30,7 @@ bench: $(STAMP)
 # M1: trains the shipped checkpoint (m1_checkpoint/, see its MODEL_CARD.md) from scratch on the
 # default corpus, on CPU in about 1.5 hours of 2 cores. Restartable: --resume continues from
 # runs/m1_make/ with the identical data order. M1_STEPS is the step the shipped weights are from.
-M1_STEPS ?= 3000
+M1_STEPS ?= 1050
 m1: $(STAMP)
 	$(PY) -m neural_compression.m1.train --out_dir runs/m1_make --resume --size 1m \
 	  --steps $(M1_STEPS) --seq_len 512 --batch_size 16 --optimizer adam --lr_base 0.03 \
