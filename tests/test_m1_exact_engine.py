@@ -150,3 +150,27 @@ def test_exact_model_from_other_float_weights_is_refused(checkpoint, tmp_path):
   ni.save_checkpoint(copy, config, params)  # new float weights, old exact export
   with pytest.raises(ee.ExactCheckpointError, match="export_exact"):
     ee.verify_checkpoint(copy)
+
+
+def test_shipped_m1_on_validation_text_is_batch_invariant():
+  """The determinism matrix with the shipped checkpoint on the default corpus's validation split."""
+  import pathlib
+  from neural_compression import corpus
+  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  text = next(corpus.default_corpus_documents("validation"))["text"].encode()
+  rng = np.random.default_rng(0)
+  contexts = []
+  for _ in range(512):
+    start = int(rng.integers(0, len(text) - 40))
+    contexts.append(np.frombuffer(text[start:start + int(rng.integers(0, 33))],
+                                  np.uint8).astype(np.uint16))
+  reference = ee.load_exact_model(shipped).cdfs(contexts)
+  for batch in (1, 7, 64, 512):
+    model = ee.load_exact_model(shipped)
+    order = np.random.default_rng(batch).permutation(len(contexts))
+    out = np.zeros_like(reference)
+    for start in range(0, len(order), batch):
+      rows = order[start:start + batch]
+      out[rows] = model.cdfs([contexts[i] for i in rows])
+    mismatched = int((out != reference).any(axis=1).sum())
+    assert mismatched == 0, f"{mismatched} of 512 CDFs differ at batch {batch}"
