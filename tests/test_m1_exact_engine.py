@@ -1,5 +1,6 @@
 """The exact M1 engine: CDFs identical across batch sizes, orders, padding, cache states and
 backends; encodings made at batch 512 decode at batch 1; corrupt checkpoints are refused."""
+import importlib.util
 import json
 
 import numpy as np
@@ -174,3 +175,15 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
       out[rows] = model.cdfs([contexts[i] for i in rows])
     mismatched = int((out != reference).any(axis=1).sum())
     assert mismatched == 0, f"{mismatched} of 512 CDFs differ at batch {batch}"
+  if importlib.util.find_spec("jax") is not None:
+    rows = list(range(0, 512, 4))
+    out = ee.load_exact_model(shipped, backend="jax").cdfs([contexts[i] for i in rows])
+    mismatched = int((out != reference[rows]).any(axis=1).sum())
+    assert mismatched == 0, f"{mismatched} of {len(rows)} JAX CDFs differ from numpy"
+  # Validation examples encoded together (one row each) decode one at a time, one window per row.
+  docs = [d["text"] for d in corpus.default_corpus_documents("validation")]
+  examples = [x[:1500] for x in ex.examples_from_documents(docs)][:8]
+  encoded = acc.EqualInfoACCompressor(ee.load_exact_model(shipped), 16, 16).encode_batch(examples)
+  single = acc.EqualInfoACCompressor(ee.load_exact_model(shipped, max_rows=1), 16, 16)
+  for x, e in zip(examples, encoded):
+    np.testing.assert_array_equal(single.decode(e.tokens), x)
