@@ -38,9 +38,8 @@ def test_cdfs_are_valid(reference):
     cdf_models.validate_cdf(cdf, ee.PRECISION_BITS)
 
 
-@pytest.mark.parametrize("batch", [1, 7, 64, 512])
-def test_batch_size_and_row_order_do_not_change_any_cdf(checkpoint, contexts, reference, batch):
-  model = ee.load_exact_model(checkpoint, backend="numpy")
+def assert_batch_invariant(model, contexts, reference, batch):
+  """Feeds the contexts in shuffled batches of `batch` rows; every CDF must equal the reference."""
   order = np.random.default_rng(batch).permutation(len(contexts))
   out = np.zeros_like(reference)
   for start in range(0, len(order), batch):
@@ -48,6 +47,12 @@ def test_batch_size_and_row_order_do_not_change_any_cdf(checkpoint, contexts, re
     out[rows] = model.cdfs([contexts[i] for i in rows])
   mismatched = int((out != reference).any(axis=1).sum())
   assert mismatched == 0, f"{mismatched} of {len(contexts)} CDFs differ at batch {batch}"
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 512])
+def test_batch_size_and_row_order_do_not_change_any_cdf(checkpoint, contexts, reference, batch):
+  assert_batch_invariant(ee.load_exact_model(checkpoint, backend="numpy"), contexts, reference,
+                         batch)
 
 
 def test_cache_pruning_and_row_limits_do_not_change_any_cdf(checkpoint, contexts, reference):
@@ -167,14 +172,7 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
                                   np.uint8).astype(np.uint16))
   reference = ee.load_exact_model(shipped).cdfs(contexts)
   for batch in (1, 7, 64, 512):
-    model = ee.load_exact_model(shipped)
-    order = np.random.default_rng(batch).permutation(len(contexts))
-    out = np.zeros_like(reference)
-    for start in range(0, len(order), batch):
-      rows = order[start:start + batch]
-      out[rows] = model.cdfs([contexts[i] for i in rows])
-    mismatched = int((out != reference).any(axis=1).sum())
-    assert mismatched == 0, f"{mismatched} of 512 CDFs differ at batch {batch}"
+    assert_batch_invariant(ee.load_exact_model(shipped), contexts, reference, batch)
   if importlib.util.find_spec("jax") is not None:
     rows = list(range(0, 512, 4))
     out = ee.load_exact_model(shipped, backend="jax").cdfs([contexts[i] for i in rows])
