@@ -1,7 +1,6 @@
 """measure_compression: the paper's token and bit compression ratios."""
 import zlib
 
-import numpy as np
 import pytest
 
 from neural_compression import compression_stats

@@ -1,5 +1,4 @@
 """M1 trainer: deterministic data, loss goes down, checkpoints resume exactly, export loads."""
-import json
 import os
 import signal
 import subprocess

@@ -15,15 +15,6 @@ from neural_compression import methods
 from neural_compression import output_layout as layout
 from seqio_tasks import data
 from seqio_tasks import metrics
-from tests.test_seqio_tasks import make_test_run
-
-
-@pytest.fixture
-def run_dir():
-  out, _ = make_test_run()
-  previous = seqio_tasks.set_data_dir(out)
-  yield out
-  seqio_tasks.set_data_dir(previous)
 
 
 def test_bits_per_byte_of_known_scores():

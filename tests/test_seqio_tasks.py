@@ -88,14 +88,6 @@ def source_examples(docs) -> dict[str, np.ndarray]:
   return out
 
 
-@pytest.fixture
-def run_dir():
-  out, _ = make_test_run()
-  previous = seqio_tasks.set_data_dir(out)
-  yield out
-  seqio_tasks.set_data_dir(previous)
-
-
 def task_examples(method: str, split: str) -> list[dict]:
   task = seqio.get_mixture_or_task(seqio_tasks.task_name(method))
   ds = task.get_dataset(sequence_length={"targets": M2_LENGTH}, split=split, shuffle=False)

@@ -16,21 +16,12 @@ from neural_compression import methods
 from neural_compression import symbols as sym
 from seqio_tasks import data
 from seqio_tasks import vocabularies
-from tests.test_seqio_tasks import make_test_run
 
 # method -> its own vocabulary size (raw tokens), before the 3 reserved ids.
 METHOD_VOCAB = {"static_equal_info_ac:b16:v65k": 65536, "static_equal_info_ac:b32:v256": 256,
                 "static_ac:v256": 256, "gzip:v256": 256, "bytes": 257, "spm:v400": 400}
 TEXTS = ["", "a", "Hello, world.", "Naïve café: ü, ß, 日本, emoji \U0001F600.",
          "two documents<EOS>the second one<EOS>", "x" * 700]
-
-
-@pytest.fixture
-def run_dir():
-  out, _ = make_test_run()
-  previous = seqio_tasks.set_data_dir(out)
-  yield out
-  seqio_tasks.set_data_dir(previous)
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_VOCAB))
