@@ -32,7 +32,7 @@ def exact_bits(model, rows: list[np.ndarray]) -> np.ndarray:
   length = len(rows[0])
   session = model.lockstep(len(rows))
   out = np.zeros((len(rows), length))
-  tokens = np.full(len(rows), ni.BOS, np.int64)
+  tokens = None  # BOS for every row first
   for i in range(length):
     cdfs = session.step(tokens)
     symbols = np.array([r[i] for r in rows])

@@ -120,8 +120,7 @@ class ArithmeticCodingCompressor(Compressor):
     longest = max((len(x) for x in batch), default=0)
     if lockstep is not None:  # M1: all rows advance together through one KV buffer
       session = lockstep(len(batch))
-      from neural_compression.m1 import numpy_inference
-      tokens = np.full(len(batch), numpy_inference.BOS, np.int64)
+      tokens = None  # the session starts every row from the start-of-segment token
       for i in range(longest):
         yield session.step(tokens)
         tokens = np.array([x[i] if i < len(x) else 0 for x in batch], np.int64)
@@ -195,8 +194,7 @@ class ArithmeticCodingCompressor(Compressor):
     session = lockstep(1) if lockstep is not None else None
     for i in range(count):
       if session is not None:
-        from neural_compression.m1 import numpy_inference
-        cdf = session.step(np.array([out[i - 1] if i else numpy_inference.BOS]))[0]
+        cdf = session.step(np.array([out[i - 1]]) if i else None)[0]
       else:
         cdf = self.model.cdf(out[:i])
       s = ac.block_child(interval, cdf, code, code_bits, p)

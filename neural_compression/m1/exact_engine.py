@@ -427,9 +427,11 @@ class LockstepSession:
     self.position = 0  # absolute position of the next input token
     self.rows = rows
 
-  def step(self, tokens: np.ndarray) -> np.ndarray:
-    """Feeds one input token per row (BOS first, then each coded symbol); returns the CDFs
-    [rows, NUM_SYMBOLS + 1] of the symbol that follows."""
+  def step(self, tokens: np.ndarray | None) -> np.ndarray:
+    """Feeds one input token per row (None: BOS for every row, the first step; then each coded
+    symbol); returns the CDFs [rows, NUM_SYMBOLS + 1] of the symbol that follows."""
+    if tokens is None:
+      tokens = np.full(self.rows, ni.BOS, np.int64)
     if self.position - self._start == self._cap:  # slide: keep the last MAX_CONTEXT - 1 slots
       keep = MAX_CONTEXT - 1
       for buf in self._k + self._v:
