@@ -1,6 +1,8 @@
-"""M1 model configuration: hyperparameters, the named sizes, JSON (de)serialization.
+"""Decoder-only Transformer configurations: M1's (bytes) and M2's (any token vocabulary).
 
 Framework-free (no JAX import) so that numpy-only workers can read a checkpoint's config.
+TransformerConfig is the architecture over any vocabulary (M2 trains it on a method's tokens);
+M1Config pins the vocabulary to the byte model's symbols.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from neural_compression import symbols as sym
 
 
 @dataclasses.dataclass(frozen=True)
-class M1Config:
-  """Hyperparameters of the decoder-only byte Transformer (see model.py for the math).
+class TransformerConfig:
+  """Hyperparameters of the decoder-only Transformer (see model.py for the math).
 
   Attributes:
     num_layers: Transformer blocks.
@@ -24,7 +26,8 @@ class M1Config:
     num_buckets: relative-position buckets of the T5-style attention bias (causal: all buckets
       cover distances >= 0).
     max_distance: distance (in tokens) from which all larger distances share the last bucket.
-    vocab_size: input and output alphabet: 256 bytes, EOS, PAD (symbols.M1_VOCAB_SIZE).
+    vocab_size: input and output alphabet, in tokens: for M1 the 256 bytes, EOS and PAD
+      (symbols.M1_VOCAB_SIZE); for M2 a method's token vocabulary plus its special ids.
     dropout_rate: kept at 0 (the paper's M1 trains on plenty of data; determinism is simpler).
     layer_norm_epsilon: added to the variance inside every LayerNorm.
   """
@@ -43,12 +46,10 @@ class M1Config:
     for name in ("num_layers", "d_model", "num_heads", "head_dim", "mlp_dim", "num_buckets",
                  "max_distance", "vocab_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"M1Config.{name} must be positive, got {getattr(self, name)}")
-    if self.vocab_size != sym.M1_VOCAB_SIZE:
-      raise ValueError(f"M1 predicts the {sym.M1_VOCAB_SIZE} symbols of symbols.py, "
-                       f"got vocab_size={self.vocab_size}")
+        raise ValueError(f"{type(self).__name__}.{name} must be positive, got "
+                         f"{getattr(self, name)}")
     if self.dropout_rate != 0.0:
-      raise ValueError("M1 has no dropout (dropout_rate must be 0)")
+      raise ValueError("the model has no dropout (dropout_rate must be 0)")
     if self.num_buckets < 2 or self.max_distance < self.num_buckets:
       raise ValueError("need num_buckets >= 2 and max_distance >= num_buckets, got "
                        f"{self.num_buckets}, {self.max_distance}")
@@ -68,17 +69,33 @@ class M1Config:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "M1Config":
+  def from_dict(cls, d: dict[str, Any]):
     """Builds a config from to_dict()'s output; raises ValueError on unknown keys."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - fields
     if unknown:
-      raise ValueError(f"unknown M1Config keys: {sorted(unknown)}")
+      raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
     return cls(**d)
 
   @classmethod
-  def from_json(cls, text: str) -> "M1Config":
+  def from_json(cls, text: str):
     return cls.from_dict(json.loads(text))
+
+  def with_vocab(self, vocab_size: int) -> "TransformerConfig":
+    """The same architecture over another vocabulary (tokens), e.g. an M2 of a named size."""
+    fields = {**self.to_dict(), "vocab_size": vocab_size}
+    return TransformerConfig(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class M1Config(TransformerConfig):
+  """TransformerConfig whose vocabulary is the byte model's symbols (symbols.M1_VOCAB_SIZE)."""
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.vocab_size != sym.M1_VOCAB_SIZE:
+      raise ValueError(f"M1 predicts the {sym.M1_VOCAB_SIZE} symbols of symbols.py, "
+                       f"got vocab_size={self.vocab_size}")
 
 
 # The paper's M1 is "3m"; the others are the paper's M2 sizes (Table 4), for completeness and for

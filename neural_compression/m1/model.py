@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neural_compression.m1 import numpy_inference
-from neural_compression.m1.config import M1Config
+from neural_compression.m1.config import TransformerConfig
 
 Params = Any
 
@@ -52,7 +52,7 @@ class LayerNorm(nn.Module):
 
 class Attention(nn.Module):
   """Causal multi-head self-attention with a learned relative-position bias (this layer's own)."""
-  config: M1Config
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, x, mask):
@@ -81,7 +81,7 @@ class Attention(nn.Module):
 
 class Mlp(nn.Module):
   """ReLU feed-forward layer d_model -> mlp_dim -> d_model."""
-  config: M1Config
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, x):
@@ -94,7 +94,7 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  config: M1Config
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, h, mask):
@@ -104,13 +104,13 @@ class Block(nn.Module):
 
 
 class M1Transformer(nn.Module):
-  """Maps input tokens [B, L] (BOS first, see numpy_inference) to float32 logits [B, L, 258].
+  """Maps input tokens [B, L] (BOS first) to float32 logits [B, L, vocab_size] (M1: 258).
 
   segment_ids (optional, [B, L] int): packed training rows hold several independent segments,
   each starting with BOS; a position attends only to earlier positions of its own segment, so each
   segment is modelled from an empty context exactly as at inference. None means one segment.
   """
-  config: M1Config
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, inputs, segment_ids=None):
@@ -129,7 +129,7 @@ class M1Transformer(nn.Module):
     return h @ kernel
 
 
-def init_params(config: M1Config, seed: int) -> Params:
+def init_params(config: TransformerConfig, seed: int) -> Params:
   """Returns a params tree (no 'params' wrapper) drawn with numpy from the modules' initializers.
 
   Same distributions as M1Transformer.init, but drawn on the host: no XLA compilation (seconds on
@@ -179,7 +179,7 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> Params:
   return tree
 
 
-def logits_fn(config: M1Config):
+def logits_fn(config: TransformerConfig):
   """Returns a jitted (params, inputs[, segment_ids]) -> logits function."""
   model = M1Transformer(config)
   return jax.jit(lambda params, inputs, segment_ids=None: model.apply(
