@@ -5,10 +5,20 @@ import sys
 from beam_pipeline import pipeline
 
 
-def main(argv=None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def configure_logging() -> None:
+  """INFO lines of our own loggers (progress, summary) on stderr; Beam, absl and TF at WARNING.
+
+  force=True: importing TF/absl has already given the root logger a WARNING-level handler,
+  which would otherwise turn basicConfig into a no-op and hide the progress lines.
+  """
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                      force=True)
   for noisy in ("apache_beam", "absl", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv=None) -> int:
+  configure_logging()
   argv = sys.argv[1:] if argv is None else argv
   try:
     manifest = pipeline.run(argv)

@@ -133,3 +133,22 @@ def test_bad_configuration_fails_before_the_job(tmp_path, c4_input):
     pipeline.run(job_args(pattern, tmp_path / "x", "--m2_length=2",
                           "--methods=static_equal_info_ac:b24:v65k"))
   assert not (tmp_path / "x" / layout.MANIFEST).exists()
+
+
+def test_progress_log_lines_reach_stderr(capfd):
+  """`python -m beam_pipeline` shows INFO progress lines although TF/absl configured logging."""
+  import logging
+  import tensorflow  # noqa: F401 (installs the WARNING-level root handler that hid them)
+  from beam_pipeline import __main__ as entry
+  root = logging.getLogger()
+  handlers, level = list(root.handlers), root.level
+  try:
+    entry.configure_logging()
+    logging.info("compressed 1 examples (progress probe)")
+    logging.getLogger("apache_beam").info("beam chatter")
+    err = capfd.readouterr().err
+  finally:
+    root.handlers[:] = handlers
+    root.setLevel(level)
+  assert "progress probe" in err
+  assert "beam chatter" not in err
