@@ -26,8 +26,10 @@ RUNTIME_PINS = [
 ]
 
 EXTRAS = {
-    "test": ["pytest==9.2.0", "hypothesis==6.170.15", "pytest-timeout==2.4.0"],
-    "dev": ["matplotlib"],
+    # experiments/ (plots of docs/results.md); the tests check the report script too.
+    "experiments": ["matplotlib==3.10.7"],
+    "test": ["pytest==9.2.0", "hypothesis==6.170.15", "pytest-timeout==2.4.0",
+             "matplotlib==3.10.7"],
     # GPU workers (Dataflow/Flink image): CUDA-enabled JAX for the exact M1 engine's JAX backend.
     "gpu": ["jax[cuda12]==0.10.2"],
 }

@@ -1,9 +1,12 @@
 """The M2 trainer (seqio_tasks.train_m2) on a tiny real pipeline run, read through SeqIO."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import pathlib
 
 import jax
+import matplotlib.image
 import numpy as np
 import pytest
 import seqio
@@ -26,20 +29,41 @@ def _leaves(params):
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
 
 
+def _report_module():
+  path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "m2_report.py"
+  spec = importlib.util.spec_from_file_location("m2_report", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def test_loss_goes_down_and_validation_beats_uniform(run_dir, tmp_path):
-  summary = train_m2.train(_args(tmp_path), log=lambda m: None)
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  out_dir = tmp_path / "bytes"
+  summary = train_m2.train(_args(out_dir), log=lambda m: None)
+  rows = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [20, 40]
   final = summary["final"]
   # Untrained, a bytes model pays log2(259) ~ 8.02 bits/byte; 40 steps must learn the unigram.
   assert final["bits_per_byte"] < 0.8 * final["uniform_bits_per_byte"]
   assert rows[-1]["train_ce_nats"] < rows[0]["train_ce_nats"] or (
       final["bits_per_byte"] < rows[0]["bits_per_byte"])
-  written = json.loads((tmp_path / "summary.json").read_text())
+  written = json.loads((out_dir / "summary.json").read_text())
   assert written["final"] == final and written["steps"] == 40
   # Bytes: one token per byte, and the run's stats agree with the records read through SeqIO.
   assert final["eval_tokens"] == final["eval_bytes"]
   assert written["train_bytes_per_token"] == pytest.approx(1.0)
+  assert final["m2_train_flops"] == 6 * written["non_embedding_params"] * 40 * 4 * M2_LENGTH
+
+  # The report script reads these files: table row and both plots.
+  report = _report_module()
+  runs = report.load_runs(tmp_path)
+  table = report.markdown_table(runs)
+  assert f"| Bytes | 1.00 |" in table and f"{final['bits_per_byte']:.3f}" in table
+  for plot in (report.plot_curves, report.plot_bytes_per_step):
+    png = tmp_path / f"{plot.__name__}.png"
+    plot(runs, png)
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert width > 600 and height > 400
 
 
 def test_resume_continues_from_saved_step_with_the_same_batches(run_dir, tmp_path):
