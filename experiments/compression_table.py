@@ -1,13 +1,21 @@
-"""Compression ratios of every method on the default corpus's validation split, beside the
-paper's figures (paper_facts.md), plus the closing-rule comparison for equal-info windows.
+"""Compression ratios and trivial-model bits/byte of every method on the default corpus's
+validation split, beside the paper's figures (paper_facts.md: its compression table and Table 3),
+plus the closing-rule comparison for equal-info windows.
 
   python experiments/compression_table.py [--m1_checkpoint m1_checkpoint] [--no_m1]
-      [--examples N] [--json out.json]
+      [--examples N] [--only m1,m2] [--json out.json]
 
 Token compression ratio = input bytes / output tokens; bit compression ratio = input bits /
-output bits (tokens * log2 v; Bytes counts 8 bits). Inputs are 10,240-byte examples of runs of
-128 documents (EOS after each), as in the paper and the Beam job. Static models (unigram,
-SentencePiece) are estimated on the train split only.
+output bits (tokens * log2 v; Bytes counts 8 bits). Trivial models (the paper's Table 3):
+uniform bits/byte = tokens * log2 v / bytes; unigram bits/byte = tokens * H / bytes, H the
+entropy (bits/token) of the method's own token frequencies on these examples (in-sample, as a
+lower bound; for v=65k over ~10^5 tokens that bias is about (types - 1) / (2 tokens ln 2)
+bits/token, printed as unigram_bias). Inputs are 10,240-byte examples of runs of 128 documents
+(EOS after each), as in the paper and the Beam job. Static models (unigram, SentencePiece) are
+estimated on the train split only.
+
+Methods that differ only in the token size share one bitstream (the v=65k tokens are the v=256
+bitstream re-cut into 16-bit tokens), so M1 codes each bitstream once.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import time
 import numpy as np
 
 from neural_compression import arithmetic_compressors as acc
+from neural_compression import bit_tokens
 from neural_compression import corpus
 from neural_compression import equal_info_windows as eiw
 from neural_compression import examples as ex
@@ -34,6 +43,32 @@ PAPER = {
     "equal_info_ac:b64:v256": 4.16, "equal_info_ac:b64:v65k": 8.33,
     "equal_info_ac:b128:v256": 4.61, "equal_info_ac:b128:v65k": 9.22,
 }
+
+# The paper's Table 3 (uniform, unigram) bits/byte; EqualInfoAC rows are v=256.
+PAPER_TRIVIAL = {
+    "bytes": (8.000, 4.602), "spm:v32k": (3.497, 2.443), "ac:v256": (1.457, 1.457),
+    "static_ac:v256": (4.624, 4.624), "gzip:v256": (3.587, 3.586),
+    "equal_info_ac:b16:v256": (3.008, 2.976), "equal_info_ac:b32:v256": (2.292, 2.285),
+    "equal_info_ac:b64:v256": (1.923, 1.921), "equal_info_ac:b128:v256": (1.735, 1.735),
+}
+
+
+def unigram_entropy(encoded) -> tuple[float, int]:
+  """(bits per token of the in-sample token unigram, distinct tokens) over all encodings."""
+  tokens = np.concatenate([e.tokens for e in encoded]).astype(np.int64)
+  counts = np.bincount(tokens)
+  p = counts[counts > 0] / len(tokens)
+  return float(-(p * np.log2(p)).sum()), int((counts > 0).sum())
+
+
+def recut(encoded: list, token_bits_from: int, token_bits_to: int) -> list:
+  """The same bitstreams (num_bits each) cut into tokens of another size (only .tokens used)."""
+  out = []
+  for e in encoded:
+    bits = bit_tokens.tokens_to_bits(e.tokens, token_bits_from)[:int(e.num_bits)]
+    out.append(acc.Encoded(bit_tokens.bits_to_tokens(bits, token_bits_to), e.num_bits,
+                           e.num_windows))
+  return out
 
 
 def window_decode_rate(compressor, encoded_windows, data) -> float:
@@ -81,8 +116,9 @@ def main() -> None:
     names = args.only.split(",")
   rows = {}
   print(f"validation: {nbytes:,} bytes in {len(data)} examples")
-  print(f"{'method':36s} {'tok ratio':>9s} {'bit ratio':>9s} {'paper tok':>9s} {'windows':>8s} "
-        f"{'win decode':>10s} {'s':>6s}")
+  print(f"{'method':36s} {'tok ratio':>9s} {'bit ratio':>9s} {'paper tok':>9s} {'uniform':>8s} "
+        f"{'unigram':>8s} {'paper u/u':>11s} {'windows':>8s} {'win decode':>10s} {'s':>6s}")
+  bitstreams = {}  # (kind, b, rule) -> (token_bits, encoded) or windows: shared across v
   for name in names:
     spec = methods.parse_method(name)
     if spec.uses_m1 and m1 is None:
@@ -90,18 +126,34 @@ def main() -> None:
     c = methods.build_compressor(spec, m1_model=m1, unigram_model=unigram,
                                  spm_model_proto=spm_proto)
     start = time.perf_counter()
+    key = (spec.kind, spec.window_bits, spec.rule)
     if spec.is_windowed:
-      states = [eiw.EqualInfoEncoderState(x, spec.window_bits, c.model.precision_bits, spec.rule)
-                for x in data]
-      acc.drive_states(c.model, states)
-      windows = [s.windows for s in states]
+      if key not in bitstreams:
+        states = [eiw.EqualInfoEncoderState(x, spec.window_bits, c.model.precision_bits,
+                                            spec.rule) for x in data]
+        acc.drive_states(c.model, states)
+        bitstreams[key] = [s.windows for s in states]
+      windows = bitstreams[key]
       encoded = [c.windows_to_encoded(w) for w in windows]
+    elif spec.uses_m1 and key in bitstreams:
+      encoded = recut(bitstreams[key][1], bitstreams[key][0], spec.token_bits)
+      # The shortcut must be what the compressor itself writes: check the first example.
+      direct = c.encode_batch(data[:1])[0].tokens
+      if not np.array_equal(direct, encoded[0].tokens):
+        raise AssertionError(f"{name}: re-cut bitstream differs from the compressor's output")
     else:
       encoded = c.encode_batch(data)
+      if spec.uses_m1:
+        bitstreams[key] = (spec.token_bits, encoded)
     seconds = time.perf_counter() - start
     tokens = sum(len(e.tokens) for e in encoded)
+    entropy, types = unigram_entropy(encoded)
     row = {"token_ratio": nbytes / tokens, "bit_ratio": 8 * nbytes / (tokens * c.bits_per_token),
-           "paper_token_ratio": PAPER.get(name), "seconds": round(seconds, 1)}
+           "paper_token_ratio": PAPER.get(name), "seconds": round(seconds, 1),
+           "uniform_bits_per_byte": tokens * c.bits_per_token / nbytes,
+           "unigram_bits_per_byte": tokens * entropy / nbytes,
+           "unigram_bias_bits_per_byte": (types - 1) / (2 * np.log(2) * nbytes),
+           "paper_uniform_unigram": PAPER_TRIVIAL.get(name)}
     if spec.is_windowed:
       row["windows"] = sum(e.num_windows for e in encoded)
       row["window_decode_rate"] = window_decode_rate(c, windows, data)
@@ -109,8 +161,11 @@ def main() -> None:
     rows[name] = row
     paper = f"{row['paper_token_ratio']:.2f}" if row["paper_token_ratio"] else "-"
     decode_rate = f"{row['window_decode_rate']:.2%}" if "window_decode_rate" in row else ""
+    trivial = PAPER_TRIVIAL.get(name)
+    trivial = f"{trivial[0]:.3f}/{trivial[1]:.3f}" if trivial else "-"
     print(f"{name:36s} {row['token_ratio']:9.3f} {row['bit_ratio']:9.3f} {paper:>9s} "
-          f"{row.get('windows', ''):>8} "
+          f"{row['uniform_bits_per_byte']:8.3f} {row['unigram_bits_per_byte']:8.3f} "
+          f"{trivial:>11s} {row.get('windows', ''):>8} "
           f"{decode_rate:>10s} "
           f"{seconds:6.1f}", flush=True)
   if args.json:
