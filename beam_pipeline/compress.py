@@ -15,6 +15,7 @@ import time
 import apache_beam as beam
 from apache_beam.utils import shared
 
+from beam_pipeline import tf_example
 from neural_compression import m2_examples
 from neural_compression import methods
 from neural_compression import output_layout as layout
@@ -79,18 +80,14 @@ class _Compressors:
 
 
 def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> bytes:
-  """One M2 example as a serialized tf.train.Example (schema: output_layout)."""
-  import tensorflow as tf
-  feature = {
-      layout.TARGETS: tf.train.Feature(int64_list=tf.train.Int64List(value=tokens.tolist())),
-      layout.RAW_BYTES: tf.train.Feature(int64_list=tf.train.Int64List(value=[raw_bytes])),
-      layout.EXAMPLE_ID: tf.train.Feature(bytes_list=tf.train.BytesList(
-          value=[example_id.encode()])),
-      layout.CHUNK: tf.train.Feature(int64_list=tf.train.Int64List(value=[chunk])),
-  }
-  # Deterministic: protobuf map order otherwise varies with the process (hash seed).
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
-      deterministic=True)
+  """One M2 example as a serialized tf.train.Example (schema: output_layout).
+
+  Written without TensorFlow (tf_example: the same bytes as TF's deterministic serialization),
+  so that compressing workers never pay TF's import.
+  """
+  return tf_example.encode_example(
+      {layout.TARGETS: tokens, layout.RAW_BYTES: [raw_bytes], layout.CHUNK: [chunk]},
+      {layout.EXAMPLE_ID: [example_id.encode()]})
 
 
 class CompressBatchFn(beam.DoFn):

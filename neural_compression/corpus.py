@@ -57,6 +57,30 @@ def default_corpus_root() -> pathlib.Path:
   return root
 
 
+def default_corpus_index(split: str | None = None,
+                         validation_percent: int = VALIDATION_PERCENT) -> list[dict]:
+  """The default corpus's document list, small and in a fixed order (by file id): one entry
+  {'fileid', 'url', 'date'} per document of `split` ('train', 'validation' or None for both).
+
+  Read the documents themselves with `read_default_corpus_document` (a Beam job does that on
+  its workers, so the ~12 MB of text never travels inside the pipeline graph).
+  """
+  if split is not None and split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+  root = default_corpus_root()
+  with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
+    rows = sorted(csv.DictReader(f), key=lambda r: r["fileid"])
+  return [{"fileid": r["fileid"], "url": r["source_url"], "date": r["date"]} for r in rows
+          if split is None or split_of_url(r["source_url"], validation_percent) == split]
+
+
+def read_default_corpus_document(entry: dict) -> dict:
+  """One entry of default_corpus_index -> the C4-shaped record {'text', 'url', 'timestamp'}."""
+  path = default_corpus_root() / "speeches" / f"{entry['fileid']}.txt"
+  return {"text": path.read_text(encoding="utf-8"), "url": entry["url"],
+          "timestamp": f"{entry['date']}T00:00:00Z"}
+
+
 def default_corpus_documents(split: str | None = None,
                              validation_percent: int = VALIDATION_PERCENT) -> Iterator[dict]:
   """Yields the default corpus's documents as C4-shaped records, in a fixed order (by file id).
@@ -65,14 +89,5 @@ def default_corpus_documents(split: str | None = None,
     split: 'train', 'validation' or None for both.
     validation_percent: share of documents (by URL hash) in the validation split, in percent.
   """
-  if split is not None and split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-  root = default_corpus_root()
-  with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
-    rows = sorted(csv.DictReader(f), key=lambda r: r["fileid"])
-  for row in rows:
-    url = row["source_url"]
-    if split is not None and split_of_url(url, validation_percent) != split:
-      continue
-    text = (root / "speeches" / f"{row['fileid']}.txt").read_text(encoding="utf-8")
-    yield {"text": text, "url": url, "timestamp": f"{row['date']}T00:00:00Z"}
+  for entry in default_corpus_index(split, validation_percent):
+    yield read_default_corpus_document(entry)

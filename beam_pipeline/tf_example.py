@@ -1,0 +1,92 @@
+"""tf.train.Example serialization without importing TensorFlow.
+
+Importing TensorFlow costs a worker process 5-13 s (measured here), which was the largest fixed
+cost of a small job; the records need only the protobuf wire format of four messages:
+
+  Example   { Features features = 1; }
+  Features  { map<string, Feature> feature = 1; }   (map entry: key = 1, value = 2)
+  Feature   { oneof kind { BytesList bytes_list = 1; FloatList float_list = 2;
+                           Int64List int64_list = 3; } }
+  Int64List { repeated int64 value = 1 [packed = true]; }
+  BytesList { repeated bytes value = 1; }
+
+`encode_example` writes exactly the bytes of
+`tf.train.Example(...).SerializeToString(deterministic=True)` (map entries sorted by key), which
+tests/test_tf_example.py checks against TensorFlow itself.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+_LEN = 2  # wire type: length-delimited
+_MASK64 = (1 << 64) - 1
+
+
+def _varint(value: int) -> bytes:
+  value &= _MASK64  # int64 negatives are their 64-bit two's complement: 10 bytes
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _varints(values: np.ndarray) -> bytes:
+  """Packed varints of int64 values, vectorized (token lists hold hundreds of values)."""
+  v = np.asarray(values, np.int64).astype(np.uint64)
+  if v.size == 0:
+    return b""
+  # Bytes per value: 1 + floor(bit_length / 7) (0 needs one byte).
+  nbits = np.zeros(v.shape, np.int64)
+  nonzero = v > 0
+  nbits[nonzero] = np.floor(np.log2(v[nonzero].astype(np.float64))).astype(np.int64) + 1
+  # float64 log2 can round up near powers of two above 2**53: correct the estimate exactly.
+  big = v >= np.uint64(1 << 53)
+  if big.any():
+    nbits[big] = [int(x).bit_length() for x in v[big]]
+  lengths = np.maximum(1, (nbits + 6) // 7)
+  total = int(lengths.sum())
+  out = np.empty(total, np.uint8)
+  ends = np.cumsum(lengths)
+  starts = ends - lengths
+  rest = v.copy()
+  for k in range(int(lengths.max())):
+    active = lengths > k
+    idx = starts[active] + k
+    chunk = (rest[active] & np.uint64(0x7F)).astype(np.uint8)
+    more = (lengths[active] > k + 1).astype(np.uint8) << 7
+    out[idx] = chunk | more
+    rest[active] >>= np.uint64(7)
+  return out.tobytes()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  return _varint((number << 3) | _LEN) + _varint(len(payload)) + payload
+
+
+def encode_example(int64_features: Mapping[str, Sequence[int] | np.ndarray],
+                   bytes_features: Mapping[str, Sequence[bytes]]) -> bytes:
+  """A serialized tf.train.Example with the given int64 and bytes list features.
+
+  Args:
+    int64_features: feature name -> int64 values (any integer sequence or array).
+    bytes_features: feature name -> byte strings.
+  Returns:
+    The bytes TensorFlow writes for the same Example with deterministic=True.
+  """
+  if set(int64_features) & set(bytes_features):
+    raise ValueError("a feature name appears in both int64_features and bytes_features")
+  entries = []
+  for name, values in int64_features.items():
+    packed = _varints(np.asarray(values, np.int64).reshape(-1))
+    int64_list = _field(1, packed) if packed else b""
+    entries.append((name.encode("utf-8"), _field(3, int64_list)))
+  for name, values in bytes_features.items():
+    bytes_list = b"".join(_field(1, bytes(v)) for v in values)
+    entries.append((name.encode("utf-8"), _field(1, bytes_list)))
+  features = b"".join(_field(1, _field(1, key) + _field(2, feature))
+                      for key, feature in sorted(entries))
+  return _field(1, features)
