@@ -8,13 +8,17 @@ Prints bits/byte of:
   * the float model and the exact model on the same first 1,024 bytes of each example (model
     bits, -log2 p), so the exact path's cost is measured on identical contexts;
   * the first 16 bytes after a reset (what every equal-info window sees), float and exact;
-  * xz -9e and bzip2 -9 on the same bytes, compressed at once.
+  * xz -9e and bzip2 -9 on the same bytes, compressed at once;
+  * the model card's own figures (the trainer's float evaluation, JAX) recomputed from the
+    checkpoint beside the values the card states (skip with --no_card).
 """
 from __future__ import annotations
 
 import argparse
 import bz2
+import json
 import lzma
+import pathlib
 import time
 
 import numpy as np
@@ -46,11 +50,46 @@ def float_bits(model, rows: list[np.ndarray]) -> np.ndarray:
   return np.stack([model.sequence_bits(r) for r in rows])
 
 
+def card_figures(checkpoint: str) -> None:
+  """Recomputes the card's validation figures with the trainer's evaluator and prints both."""
+  from neural_compression.m1 import model as m1_model
+  from neural_compression.m1 import train as m1_train
+  card = json.loads((pathlib.Path(checkpoint) / "config.json").read_text())["metadata"]
+  config, flat, _ = ni.load_checkpoint(checkpoint)
+  params = m1_model.unflatten_params(flat)
+  evaluator = m1_train.Evaluator(config, m1_train.document_symbol_arrays("validation"),
+                                 m1_train.TrainArgs.reset_eval_segments)
+  # The card records how many validation bytes its full-context figure covers; the trainer
+  # picks evenly spaced examples, so find the example count that covers exactly those bytes.
+  card_bytes = int(str(card["validation_bytes_evaluated"]).split()[0])
+  lengths = np.array([len(e) for e in evaluator.examples])
+  count = -1
+  for n in range(1, len(lengths)):
+    idx = np.linspace(0, len(lengths) - 1, n).round().astype(int)
+    if lengths[idx].sum() == card_bytes:
+      count = n
+      break
+  full, nbytes = evaluator.full_context(params, count)
+  reset = evaluator.after_reset(params)
+  print(f"model card (trainer's float evaluation, step {card['steps']}):")
+  for name, value, stated in [
+      (f"full context over {nbytes:,} validation bytes", full,
+       card["validation_bits_per_byte_full_context"]),
+      ("first 16 bytes after a reset", reset,
+       card["validation_bits_per_byte_first16_after_reset"])]:
+    verdict = "reproduced" if abs(round(value, 4) - stated) <= 2e-4 else "DIFFERS"
+    print(f"  {name}: {value:.4f} bits/byte (card {stated}) {verdict}")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", default="m1_checkpoint")
   parser.add_argument("--examples", type=int, default=32, help="validation examples (0: all)")
+  parser.add_argument("--no_card", action="store_true",
+                      help="skip recomputing the model card's figures (needs JAX)")
   args = parser.parse_args()
+  if not args.no_card:
+    card_figures(args.checkpoint)
   docs = [d["text"] for d in corpus.default_corpus_documents("validation")]
   data = list(ex.examples_from_documents(docs))
   data = [x for x in data if len(x) == ex.EXAMPLE_SYMBOLS][:args.examples or None]
