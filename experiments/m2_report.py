@@ -54,16 +54,21 @@ def label(method: str) -> str:
 def plot_curves(runs: list[dict], path: pathlib.Path) -> None:
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   for run in runs:
-    curve = run["curve"]
+    # Periodic evaluations cover --eval_records evenly spaced validation records; the final one
+    # (the star, the tables' figure) covers all of them, so it may sit off the curve.
+    curve, final = run["curve"][:-1], run["final"]
     line, = ax.plot([r["total_flops"] for r in curve], [r["bits_per_byte"] for r in curve],
                     marker="o", markersize=3, label=label(run["method"]))
+    ax.plot([final["total_flops"]], [final["bits_per_byte"]], marker="*", markersize=10,
+            color=line.get_color(), linestyle="none")
     # Each method's uniform rate (a model that learned nothing), same colour, dotted.
     ax.axhline(run["final"]["uniform_bits_per_byte"], color=line.get_color(), linestyle=":",
                linewidth=0.8)
   ax.set_xscale("log")
   ax.set_xlabel("training FLOPs (M2 training + M1 inference on the bytes seen)")
   ax.set_ylabel("validation bits/byte")
-  ax.set_title("M2 learning curves at equal M2 compute (dotted: each method's uniform rate)")
+  ax.set_title("M2 learning curves at equal M2 compute\n(dots: 64 evenly spaced validation "
+               "records; star: all records; dotted: each method's uniform rate)", fontsize=10)
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
