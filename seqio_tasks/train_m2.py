@@ -26,14 +26,11 @@ summary.json (the final figures and the command).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import pathlib
-import shlex
 import signal
-import sys
 import time
 from typing import Sequence
 
@@ -293,19 +290,8 @@ def _train_bytes_per_token(spec: methods.MethodSpec) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> M2Args:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  for field in dataclasses.fields(M2Args):
-    if field.name == "command":
-      continue
-    if field.type in ("bool", bool):
-      parser.add_argument(f"--{field.name}", action="store_true")
-    else:
-      kind = {"int": int, "float": float, "str": str}[field.type]
-      parser.add_argument(f"--{field.name}", type=kind, default=field.default,
-                          required=field.default is dataclasses.MISSING)
-  ns = parser.parse_args(argv)
-  return M2Args(**vars(ns), command="python -m seqio_tasks.train_m2 " + " ".join(
-      shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+  return m1_train.parse_dataclass_args(M2Args, argv, __doc__.split("\n")[0],
+                                       "python -m seqio_tasks.train_m2")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

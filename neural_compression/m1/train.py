@@ -548,9 +548,14 @@ def train(args: TrainArgs, train_documents: Sequence[np.ndarray] | None = None,
           "params": params, "tokens": tokens}
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  for field in dataclasses.fields(TrainArgs):
+def parse_dataclass_args(cls, argv: Sequence[str] | None, description: str, program: str):
+  """Builds `cls` (a dataclass of int/float/str/bool fields) from --field flags.
+
+  Fields without a default are required flags; bools are store_true switches. A field named
+  `command` is not a flag: it receives the command line (`program` + argv), for model cards.
+  """
+  parser = argparse.ArgumentParser(description=description)
+  for field in dataclasses.fields(cls):
     if field.name == "command":
       continue
     if field.type in ("bool", bool):
@@ -561,8 +566,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
       parser.add_argument(f"--{field.name}", type=kind, default=field.default,
                           required=field.default is dataclasses.MISSING)
   ns = parser.parse_args(argv)
-  return TrainArgs(**vars(ns), command="python -m neural_compression.m1.train " + " ".join(
+  return cls(**vars(ns), command=f"{program} " + " ".join(
       shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+  return parse_dataclass_args(TrainArgs, argv, __doc__.split("\n")[0],
+                              "python -m neural_compression.m1.train")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
