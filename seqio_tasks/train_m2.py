@@ -188,7 +188,7 @@ def train(args: M2Args, log=print) -> dict:
 
   train_step, opt_init = m1_train._compiled_train_step(
       config, args.optimizer, args.lr_base, args.warmup_steps, args.grad_clip, args.z_loss)
-  model = transformer.M1Transformer(config)
+  model = transformer.DecoderTransformer(config)
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   params = transformer.init_params(config, args.seed)
   opt_state = opt_init(params)

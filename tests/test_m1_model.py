@@ -111,7 +111,8 @@ def test_corrupt_checkpoint_is_rejected(setup, tmp_path):
 
 def test_host_init_matches_the_flax_modules():
   host = m1_model.init_params(TINY, 0)
-  flax_init = m1_model.M1Transformer(TINY).init(jax.random.PRNGKey(0), np.zeros((1, 4), np.int32))
+  flax_init = m1_model.DecoderTransformer(TINY).init(jax.random.PRNGKey(0),
+                                                     np.zeros((1, 4), np.int32))
   flax_init = flax_init["params"]
   assert jax.tree_util.tree_structure(host) == jax.tree_util.tree_structure(flax_init)
   for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(flax_init)):

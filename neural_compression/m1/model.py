@@ -1,4 +1,4 @@
-"""M1 in Flax (linen): a decoder-only byte Transformer with T5-style relative attention bias.
+"""M1 (and M2) in Flax (linen): a decoder-only Transformer with T5-style relative attention bias.
 
 The math is exactly numpy_inference.NumpyM1's (see its docstring); operations are kept plain
 (einsum, LayerNorm, ReLU, softmax, all float32) so that the numpy mirror stays simple.
@@ -103,7 +103,7 @@ class Block(nn.Module):
     return h + Mlp(self.config, name="mlp")(LayerNorm(eps, name="mlp_norm")(h))
 
 
-class M1Transformer(nn.Module):
+class DecoderTransformer(nn.Module):
   """Maps input tokens [B, L] (BOS first) to float32 logits [B, L, vocab_size] (M1: 258).
 
   segment_ids (optional, [B, L] int): packed training rows hold several independent segments,
@@ -132,8 +132,8 @@ class M1Transformer(nn.Module):
 def init_params(config: TransformerConfig, seed: int) -> Params:
   """Returns a params tree (no 'params' wrapper) drawn with numpy from the modules' initializers.
 
-  Same distributions as M1Transformer.init, but drawn on the host: no XLA compilation (seconds on
-  CPU), and the same initial weights on every platform for a given seed.
+  Same distributions as DecoderTransformer.init, but drawn on the host: no XLA compilation
+  (seconds on CPU), and the same initial weights on every platform for a given seed.
   """
   rng = np.random.default_rng([seed, 0x4d31])
   d, f, hk = config.d_model, config.mlp_dim, config.num_heads * config.head_dim
@@ -181,6 +181,6 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> Params:
 
 def logits_fn(config: TransformerConfig):
   """Returns a jitted (params, inputs[, segment_ids]) -> logits function."""
-  model = M1Transformer(config)
+  model = DecoderTransformer(config)
   return jax.jit(lambda params, inputs, segment_ids=None: model.apply(
       {"params": params}, inputs, segment_ids))

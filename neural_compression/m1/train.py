@@ -220,7 +220,7 @@ def _compiled_train_step(config: m1_config.M1Config, optimizer_name: str, lr_bas
                          warmup_steps: int, grad_clip: float, z_loss: float):
   """Returns jitted (train_step, optimizer init); cached so that repeated train() calls with the
   same settings (resumes, tests) reuse the compiled executables."""
-  model = m1_model.M1Transformer(config)
+  model = m1_model.DecoderTransformer(config)
   optimizer = make_optimizer(optimizer_name, rsqrt_schedule(lr_base, warmup_steps), grad_clip)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -235,7 +235,7 @@ def _compiled_train_step(config: m1_config.M1Config, optimizer_name: str, lr_bas
 @functools.lru_cache(maxsize=8)
 def _bits_fn(config: m1_config.M1Config):
   """Jitted (params, symbols [B, N]) -> coder bits [B, N], each row coded from an empty context."""
-  model = m1_model.M1Transformer(config)
+  model = m1_model.DecoderTransformer(config)
 
   @jax.jit
   def bits_fn(params, symbols):
