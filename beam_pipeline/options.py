@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -88,19 +89,33 @@ def runner_config_path(name_or_path: str) -> pathlib.Path:
                           f"known configs: {', '.join(names)}")
 
 
+# $VAR or ${VAR}, as os.path.expandvars reads them (it leaves unset ones as they are).
+_ENV_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
+
+
 def runner_config_args(name_or_path: str) -> list[str]:
-  """The flags of a runner config YAML (a mapping flag -> value; lists repeat the flag)."""
+  """The flags of a runner config YAML (a mapping flag -> value; lists repeat the flag).
+
+  ${VAR} in a value is replaced by the environment variable; an unset one is a ValueError that
+  names it, so that a job never reaches a cluster with a literal '${PROJECT}' in its options.
+  """
   path = runner_config_path(name_or_path)
   config = yaml.safe_load(path.read_text()) or {}
   if not isinstance(config, dict):
     raise ValueError(f"{path}: a runner config is a mapping of flag names to values")
-  args = []
+  args, unset = [], set()
   for key, value in config.items():
     for item in value if isinstance(value, list) else [value]:
       if item is True:
         args.append(f"--{key}")
       elif item is not False and item is not None:
-        args.append(f"--{key}={os.path.expandvars(str(item))}")
+        text = str(item)
+        unset.update(a or b for a, b in _ENV_VAR.findall(text)
+                     if (a or b) not in os.environ)
+        args.append(f"--{key}={os.path.expandvars(text)}")
+  if unset:
+    raise ValueError(f"--runner_config={name_or_path}: set the environment variable(s) "
+                     f"{', '.join(sorted(unset))} first (used in {path})")
   return args
 
 

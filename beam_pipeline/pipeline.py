@@ -9,6 +9,7 @@ import posixpath
 import time
 
 import apache_beam as beam
+import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -223,7 +224,10 @@ def accounting(counters: dict, stats: dict) -> dict:
 
 def run(argv: list[str] | None = None) -> dict:
   """Runs the job; returns the manifest. Raises ConfigError before starting on bad flags."""
-  argv = options_lib.expand_runner_config(list(argv or []))
+  try:
+    argv = options_lib.expand_runner_config(list(argv or []))
+  except (OSError, ValueError, yaml.YAMLError) as e:
+    raise ConfigError(str(e)) from e
   pipeline_options = PipelineOptions(argv)
   opts = pipeline_options.view_as(options_lib.CompressionOptions)
   specs = validate(opts)
