@@ -11,8 +11,10 @@ cost of a small job; the records need only the protobuf wire format of four mess
   BytesList { repeated bytes value = 1; }
 
 `encode_example` writes exactly the bytes of
-`tf.train.Example(...).SerializeToString(deterministic=True)` (map entries sorted by key), which
-tests/test_tf_example.py checks against TensorFlow itself.
+`tf.train.Example(...).SerializeToString(deterministic=True)` with the pinned protobuf's upb
+backend, which tests/test_tf_example.py checks against TensorFlow itself. upb sorts map keys by
+their UTF-8 bytes, except that a key that is a prefix of another comes *after* it ('ab' before
+'a'); protobuf's C++ backend would put 'a' first. The job's own keys are prefixes of none.
 """
 from __future__ import annotations
 
@@ -67,6 +69,11 @@ def _field(number: int, payload: bytes) -> bytes:
   return _varint((number << 3) | _LEN) + _varint(len(payload)) + payload
 
 
+def _upb_map_order(entry: tuple[bytes, bytes]) -> bytes:
+  # 0xFF occurs in no UTF-8 string, so it sorts a key after every longer key it prefixes.
+  return entry[0] + b"\xff"
+
+
 def encode_example(int64_features: Mapping[str, Sequence[int] | np.ndarray],
                    bytes_features: Mapping[str, Sequence[bytes]]) -> bytes:
   """A serialized tf.train.Example with the given int64 and bytes list features.
@@ -88,5 +95,5 @@ def encode_example(int64_features: Mapping[str, Sequence[int] | np.ndarray],
     bytes_list = b"".join(_field(1, bytes(v)) for v in values)
     entries.append((name.encode("utf-8"), _field(1, bytes_list)))
   features = b"".join(_field(1, _field(1, key) + _field(2, feature))
-                      for key, feature in sorted(entries))
+                      for key, feature in sorted(entries, key=_upb_map_order))
   return _field(1, features)

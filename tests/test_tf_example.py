@@ -32,6 +32,14 @@ def test_matches_tensorflow(ints, blobs):
   assert tf_example.encode_example(ints, blobs) == tf_bytes(ints, blobs)
 
 
+def test_map_keys_in_upb_order_including_prefixes():
+  # The order the pinned protobuf (upb) writes: bytes order, but a key after the keys it
+  # prefixes. Hypothesis first found 'b_0' / 'b_00'.
+  blobs = {k: [b"x"] for k in ["a", "ab", "abc", "b", "ba", "z", "e", "\u00e9", "b_0", "b_00"]}
+  assert tf_example.encode_example({}, blobs) == tf_bytes({}, blobs)
+  assert tf_example.encode_example({"ab": [1], "a": [2]}, {}) == tf_bytes({"ab": [1], "a": [2]}, {})
+
+
 def test_edge_values_and_the_record_schema():
   tokens = np.array(EDGE_INTS + list(range(0, 70000, 997)), np.int64)
   ints = {"targets": tokens, "raw_bytes": [10240], "chunk": [0], "empty": []}
