@@ -71,45 +71,53 @@ def recut(encoded: list, token_bits_from: int, token_bits_to: int) -> list:
   return out
 
 
+class _WindowCheck:
+  """A window's decoder state that records a DecodeError as a wrong window instead of raising,
+  so that acc.drive_states can run a whole batch of windows, good and bad together."""
+
+  def __init__(self, code: int, expected: np.ndarray, compressor):
+    self.state = eiw.EqualInfoDecoderState(code, compressor.window_bits,
+                                           compressor.model.precision_bits, compressor.rule)
+    self.expected = expected
+    self.failed = False
+
+  @property
+  def done(self) -> bool:
+    return self.failed or self.state.done
+
+  def context(self) -> np.ndarray:
+    return self.state.context()
+
+  def feed(self, cdf) -> None:
+    try:
+      self.state.feed(cdf)
+    except eiw.DecodeError:
+      self.failed = True
+
+  def correct(self) -> bool:
+    if self.failed:
+      return False
+    try:
+      return bool(np.array_equal(self.state.symbols, self.expected))
+    except eiw.DecodeError:
+      return False
+
+
 def window_decode_rate(compressor, encoded_windows, data, rows: int = 512) -> float:
   """Share of windows whose own b bits decode to exactly their symbols under the rule.
 
   Windows are independent, so they decode `rows` at a time as rows of one batch (the exact M1
   engine gives the same CDFs at any batch size); a window whose decoding fails counts as wrong.
   """
-  jobs = []  # (window code, the symbols it was encoded from)
+  checks = []
   for x, windows in zip(data, encoded_windows):
     start = 0
     for w in windows:
-      jobs.append((w.code, x[start:start + w.num_symbols]))
+      checks.append(_WindowCheck(w.code, x[start:start + w.num_symbols], compressor))
       start += w.num_symbols
-  ok = 0
-  for first in range(0, len(jobs), rows):
-    chunk = jobs[first:first + rows]
-    states = [eiw.EqualInfoDecoderState(code, compressor.window_bits,
-                                        compressor.model.precision_bits, compressor.rule)
-              for code, _ in chunk]
-    failed = set()
-    active = list(states)
-    while active:
-      still = []
-      for state, cdf in zip(active, compressor.model.cdfs([s.context() for s in active])):
-        try:
-          state.feed(cdf)
-        except eiw.DecodeError:
-          failed.add(id(state))
-          continue
-        if not state.done:
-          still.append(state)
-      active = still
-    for state, (_, expected) in zip(states, chunk):
-      if id(state) in failed:
-        continue
-      try:
-        ok += int(np.array_equal(state.symbols, expected))
-      except eiw.DecodeError:
-        pass
-  return ok / max(len(jobs), 1)
+  for first in range(0, len(checks), rows):
+    acc.drive_states(compressor.model, checks[first:first + rows])
+  return sum(c.correct() for c in checks) / max(len(checks), 1)
 
 
 def main() -> None:
