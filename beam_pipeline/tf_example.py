@@ -41,15 +41,11 @@ def _varints(values: np.ndarray) -> bytes:
   v = np.asarray(values, np.int64).astype(np.uint64)
   if v.size == 0:
     return b""
-  # Bytes per value: 1 + floor(bit_length / 7) (0 needs one byte).
-  nbits = np.zeros(v.shape, np.int64)
-  nonzero = v > 0
-  nbits[nonzero] = np.floor(np.log2(v[nonzero].astype(np.float64))).astype(np.int64) + 1
-  # float64 log2 can round up near powers of two above 2**53: correct the estimate exactly.
-  big = v >= np.uint64(1 << 53)
-  if big.any():
-    nbits[big] = [int(x).bit_length() for x in v[big]]
-  lengths = np.maximum(1, (nbits + 6) // 7)
+  # Bytes per value: one, plus one for each 7-bit boundary the value reaches. Integer compares
+  # are exact; a float log2 is not (log2(2**49 - 1) rounds to 49.0, one byte too many).
+  lengths = np.ones(v.shape, np.int64)
+  for k in range(1, 10):
+    lengths += v >= np.uint64(1 << (7 * k))
   total = int(lengths.sum())
   out = np.empty(total, np.uint8)
   ends = np.cumsum(lengths)
