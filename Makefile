@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench m1 clean-venv
+.PHONY: venv run test fuzz bench m1 clean-venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Property tests only, FUZZ_ROUNDS times with fresh random seeds (`make test` draws fixed ones).
+FUZZ_ROUNDS ?= 10
+fuzz: $(STAMP)
+	for i in $$(seq 1 $(FUZZ_ROUNDS)); do \
+	  HYPOTHESIS_PROFILE=explore $(PY) -m pytest tests -m hypothesis -q -p no:cacheprovider \
+	    $(PYTEST_ARGS) || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(PY) benchmarks/coder_benchmark.py
