@@ -55,7 +55,10 @@ def list_files(directory: str) -> list[str]:
   if _is_local(directory):
     root = _local(directory)
     out = []
-    for dirpath, _, names in os.walk(root):
+    for dirpath, dirnames, names in os.walk(root):
+      # A link to a directory is listed as an entry of its own (never walked into): it is
+      # nothing a run writes, and deleting through it could reach files elsewhere.
+      names = names + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
       out += [os.path.relpath(os.path.join(dirpath, n), root) for n in names]
     return sorted(p.replace(os.sep, "/") for p in out)
   metas = FileSystems.match([posixpath.join(directory, "**")])[0].metadata_list
@@ -152,11 +155,17 @@ def inspect(output_dir: str) -> OutputState:
                         "none of them (not even with --overwrite): move the directory away or "
                         "pick another --output_dir") from None
   if rm.SWITCH_JOURNAL in files:
+    journal_path = posixpath.join(output_dir, rm.SWITCH_JOURNAL)
     try:
-      state.journal = json.loads(read_bytes(posixpath.join(output_dir, rm.SWITCH_JOURNAL)))
-    except ValueError as e:
-      raise ConfigError(f"{posixpath.join(output_dir, rm.SWITCH_JOURNAL)} is corrupt ({e}); "
-                        "move the directory away or pick another --output_dir") from None
+      state.journal = json.loads(read_bytes(journal_path))
+      staging_name = state.journal["staging"]
+      paths = state.journal["old_files"] + state.journal["new_files"]
+      if not (isinstance(staging_name, str) and staging_name.startswith(rm.STAGING_PREFIX)
+              and "/" not in staging_name and all(rm.is_inside(p) for p in paths)):
+        raise ValueError("it names paths outside the directory")
+    except (ValueError, KeyError, TypeError) as e:
+      raise ConfigError(f"{journal_path} is not a switch journal of ours ({e}); move the "
+                        "directory away or pick another --output_dir") from None
   owned = rm.recorded_paths(state.manifest) if state.manifest else set()
   if state.journal:
     owned |= set(state.journal.get("old_files", [])) | set(state.journal.get("new_files", []))

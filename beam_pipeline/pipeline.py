@@ -83,13 +83,14 @@ def _check_artifact_files(opts, specs) -> None:
   if opts.spm_model:
     from neural_compression.baselines import sentencepiece_compressor as spc
     try:
-      compressor = spc.SentencePieceCompressor(artifacts_lib.read_bytes(opts.spm_model))
-    except Exception as e:  # pylint: disable=broad-except  (sentencepiece raises RuntimeError & co.)
+      # The model loads lazily: ask its size here, so a bad file fails now.
+      pieces = spc.SentencePieceCompressor(artifacts_lib.read_bytes(opts.spm_model)).vocab_size
+    except Exception as e:  # pylint: disable=broad-except  (protobuf DecodeError, OSError & co.)
       raise ConfigError(f"--spm_model={opts.spm_model}: not a SentencePiece model "
                         f"({type(e).__name__}: {e})") from None
     for spec in specs:
-      if spec.kind == "spm" and compressor.vocab_size != spec.spm_vocab_size:
-        raise ConfigError(f"--spm_model={opts.spm_model} has {compressor.vocab_size} pieces, "
+      if spec.kind == "spm" and pieces != spec.spm_vocab_size:
+        raise ConfigError(f"--spm_model={opts.spm_model} has {pieces} pieces, "
                           f"but --methods asks for {spec.name}")
 
 
@@ -284,10 +285,12 @@ def run(argv: list[str] | None = None) -> dict:
     staging = output_dir_lib.create_staging(opts.output_dir, run_id, content_flags(opts))
     try:
       manifest = _run_into(staging, run_id, pipeline_options, opts, specs)
-      output_dir_lib.switch_over(opts.output_dir, staging, state.manifest, state.verify_report)
     except BaseException:
       output_dir_lib.remove_staging(staging)  # the previous run was never touched
       raise
+    # Not inside the try: once the switch has begun, the staged run is the only complete copy,
+    # and a failure leaves its journal for the next job to finish.
+    output_dir_lib.switch_over(opts.output_dir, staging, state.manifest, state.verify_report)
   manifest["output_dir"] = opts.output_dir if "://" in opts.output_dir else posixpath.abspath(
       opts.output_dir)
   return manifest

@@ -78,7 +78,21 @@ def parse_manifest(data: bytes, path: str) -> dict:
   if not isinstance(files, list) or not all(
       isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
     raise ManifestError(f"{path} has no valid \"files\" list")
+  for entry in files + list(manifest.get("run_files", [])):
+    name = entry.get("path") if isinstance(entry, dict) else None
+    # Version 1 recorded gs:// shards by absolute path; nothing else may leave the directory.
+    remote_v1 = manifest["version"] == 1 and isinstance(name, str) and "://" in name
+    if not remote_v1 and not is_inside(name):
+      raise ManifestError(f"{path} lists {name!r}, which is not a path inside the run's "
+                          "directory (a run records only its own files)")
   return manifest
+
+
+def is_inside(path) -> bool:
+  """Whether `path` is a plain relative path that stays inside its directory."""
+  return (isinstance(path, str) and bool(path) and not path.startswith("/") and "://" not in path
+          and posixpath.normpath(path) == path and ".." not in path.split("/")
+          and "\\" not in path)
 
 
 def relative_path(output_dir: str, path: str) -> str:
