@@ -30,7 +30,9 @@ import json
 import posixpath
 import struct
 import uuid
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO
+from typing import Callable
+from typing import Iterable
 
 from neural_compression import output_layout as layout
 

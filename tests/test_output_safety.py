@@ -256,6 +256,7 @@ def _truncate_at_record_boundary(path: pathlib.Path) -> None:
                                     "other_methods_shard", "extra_shard", "missing_shard"])
 def test_seqio_data_source_refuses_damaged_shards_naming_the_file(run_copy, damage):
   import seqio
+
   import seqio_tasks
   target = _shard(run_copy, "gzip_v256")
   if damage == "truncated_at_record_boundary":
@@ -607,9 +608,10 @@ def test_runner_configs_pass_the_unknown_flag_check(monkeypatch):
 
 
 def test_tfds_validation_input_reads_the_validation_split():
+  from apache_beam.options.pipeline_options import PipelineOptions
+
   from beam_pipeline import artifacts
   from beam_pipeline import options
-  from apache_beam.options.pipeline_options import PipelineOptions
   opts = PipelineOptions(["--source=tfds"]).view_as(options.CompressionOptions)
   assert artifacts.sources_options(opts, "validation")["tfds_split"] == "validation"
   assert artifacts.sources_options(opts, "train")["tfds_split"] == "train"
