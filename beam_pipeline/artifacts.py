@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import posixpath
-import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -104,44 +103,85 @@ def sources_options(opts, split: str) -> dict:
           "invalid_utf8": opts.invalid_utf8}
 
 
-def _in_spm_sample(doc: dict, permille: int) -> bool:
-  return int(hashlib.sha256(doc["text"].encode()).hexdigest()[:8], 16) % 1000 < permille
+class BoundedSample(beam.CombineFn):
+  """Documents -> those of smallest digest (`document_digest`) whose texts fit a byte budget.
+
+  The result is the longest prefix, in digest order, of all the documents whose UTF-8 texts
+  total at most `budget_bytes`: a hash sample that depends on the documents only, never on
+  bundling, worker count or runner. An accumulator holds its own documents' prefix and the
+  digest of the first document it dropped (its cutoff); merged, every document at or above the
+  smallest cutoff is out, which makes partial prefixes add up to exactly the global one. Memory
+  per accumulator is bounded by twice the budget. Output: {'texts': [...] in digest order,
+  'documents', 'bytes', 'content_sha256'}.
+  """
+
+  def __init__(self, budget_bytes: int):
+    self._budget = budget_bytes
+
+  def _trim(self, items: list, total: int, cutoff):
+    """(items, bytes, cutoff) with items below the cutoff, their prefix within the budget."""
+    if cutoff is not None:
+      items = [item for item in items if item[0] < cutoff]
+      total = sum(item[2] for item in items)
+    if total <= self._budget:
+      return items, total, cutoff
+    items.sort()
+    kept, size = [], 0
+    for item in items:
+      if size + item[2] > self._budget:
+        cutoff = item[0] if cutoff is None else min(cutoff, item[0])
+        break
+      kept.append(item)
+      size += item[2]
+    return kept, size, cutoff
+
+  def create_accumulator(self):
+    return [], 0, None
+
+  def add_input(self, acc, doc):
+    items, total, cutoff = acc
+    key = document_digest(doc)
+    if cutoff is not None and key >= cutoff:
+      return acc  # cannot be in the sample any more
+    n = len(doc["text"].encode("utf-8"))
+    items.append((key, doc["text"], n))
+    total += n
+    # Trimmed only past twice the budget, so that adding stays O(log n) a document, amortized.
+    return self._trim(items, total, cutoff) if total > 2 * self._budget else (items, total, cutoff)
+
+  def merge_accumulators(self, accs):
+    items, total, cutoffs = [], 0, []
+    for part, size, cutoff in accs:
+      items += part
+      total += size
+      if cutoff is not None:
+        cutoffs.append(cutoff)
+    return self._trim(items, total, min(cutoffs) if cutoffs else None)
+
+  def extract_output(self, acc):
+    items = sorted(self._trim(*acc)[0])
+    digest = sum(key for key, _, _ in items) % (1 << 256)  # as _Fingerprint's
+    return {"texts": [text for _, text, _ in items], "documents": len(items),
+            "bytes": sum(n for _, _, n in items), "content_sha256": f"{digest:064x}"}
 
 
 def _estimate(opts, pipeline_options, work_dir: str, want_unigram: bool, want_spm: bool) -> dict:
-  """One Beam pass over the train split: fingerprints, unigram counts, the spm sample's text."""
-  permille = opts.spm_train_docs_permille
+  """One Beam pass over the train split: fingerprints, unigram counts, the spm training sample."""
   out_path = posixpath.join(work_dir, "estimates.json")
   with beam.Pipeline(options=pipeline_options) as p:
     docs = _train_documents(p, opts)
-    parts = []
+    parts = [docs | "Fingerprint" >> beam.CombineGlobally(_Fingerprint())
+             | "KeyFingerprint" >> beam.Map(lambda v: ("train", v))]
     if want_unigram:
-      parts.append(docs | "Fingerprint" >> beam.CombineGlobally(_Fingerprint())
-                   | "KeyFingerprint" >> beam.Map(lambda v: ("unigram_from", v)))
       parts.append(docs | "CountSymbols" >> beam.CombineGlobally(_CountSymbols())
                    | "KeyCounts" >> beam.Map(lambda v: ("counts", v)))
     if want_spm:
-      sample = docs | "SampleForSpm" >> beam.Filter(_in_spm_sample, permille)
-      parts.append(sample | "SampleFingerprint" >> beam.CombineGlobally(_Fingerprint())
-                   | "KeySample" >> beam.Map(lambda v: ("spm_from", v)))
-      _ = (sample | "SpmTexts" >> beam.Map(lambda d: d["text"])
-           | "WriteSpmText" >> beam.io.WriteToText(posixpath.join(work_dir, "spm_text", "part")))
+      parts.append(docs | "SampleForSpm" >> beam.CombineGlobally(
+          BoundedSample(opts.spm_train_bytes)) | "KeySample" >> beam.Map(lambda v: ("spm", v)))
     _ = (parts | "AllEstimates" >> beam.Flatten() | "Gather" >> beam.combiners.ToDict()
          | "Write" >> beam.Map(lambda d: output_dir_lib.write_file(
              out_path, json.dumps(d, sort_keys=True).encode())))
   return json.loads(read_bytes(out_path))
-
-
-def _spm_training_text(work_dir: str, local_path: str) -> int:
-  """Concatenates the written sample into one local file; returns its size in bytes."""
-  size = 0
-  with open(local_path, "wb") as f:
-    for match in sorted(m.path for m in FileSystems.match(
-        [posixpath.join(work_dir, "spm_text", "part*")])[0].metadata_list):
-      data = read_bytes(match)
-      size += len(data)
-      f.write(data)
-  return size
 
 
 def _given(path: str, data: bytes) -> dict:
@@ -174,14 +214,14 @@ def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
     if want_unigram:
       _unigram(opts, cache_dir, estimates, out)
     if want_spm:
-      _spm(opts, cache_dir, work_dir, spm_specs[0].spm_vocab_size, estimates, out)
+      _spm(opts, cache_dir, spm_specs[0].spm_vocab_size, estimates, out)
   finally:
     output_dir_lib.remove_tree(work_dir)
   return out
 
 
 def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
-  source = estimates["unigram_from"]
+  source = estimates["train"]
   if not source["documents"]:
     raise ConfigError("the train split has no documents to estimate StaticAC's unigram model "
                       "on: give more input, a lower --validation_percent, or --static_unigram")
@@ -199,14 +239,14 @@ def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
                                          "estimated_from": {"split": "train", **source}}
 
 
-def _spm(opts, cache_dir: str, work_dir: str, vocab: int, estimates: dict, out: dict) -> None:
-  sample = estimates["spm_from"]
+def _spm(opts, cache_dir: str, vocab: int, estimates: dict, out: dict) -> None:
+  sample = estimates["spm"]
   if not sample["documents"] or not sample["bytes"]:
     raise ConfigError(
-        f"SentencePiece (spm:v{vocab}) has no train text to learn from: the train split's "
-        f"sample ({opts.spm_train_docs_permille} per mille of its documents) is empty. Give "
-        "more input, raise --spm_train_docs_permille, lower --validation_percent, or pass "
-        "--spm_model")
+        f"SentencePiece (spm:v{vocab}) has no train text to learn from: the train split has "
+        f"{estimates['train']['documents']} documents and none fits --spm_train_bytes="
+        f"{opts.spm_train_bytes}. Give more input, raise --spm_train_bytes, lower "
+        "--validation_percent, or pass --spm_model")
   key = hashlib.sha256(json.dumps(
       [sample["content_sha256"], sample["documents"], vocab, SPM_RECIPE_VERSION]).encode())
   path = posixpath.join(cache_dir, f"spm_v{vocab}-{key.hexdigest()[:12]}.model")
@@ -214,17 +254,17 @@ def _spm(opts, cache_dir: str, work_dir: str, vocab: int, estimates: dict, out: 
     proto = read_bytes(path)
   else:
     from neural_compression.baselines import sentencepiece_compressor as spc
-    with tempfile.TemporaryDirectory() as tmp:
-      text_file = posixpath.join(tmp, "train.txt")
-      _spm_training_text(work_dir, text_file)
-      try:
-        proto = spc.train_sentencepiece_from_text_file(text_file, vocab_size=vocab)
-      except RuntimeError as e:
-        raise ConfigError(f"SentencePiece (spm:v{vocab}) failed to train on the train split's "
-                          f"sample ({sample['documents']} documents, {sample['bytes']} bytes): "
-                          f"{e}") from None
+    try:  # the core's recipe: the same lines as train_sentencepiece on these documents
+      proto = spc.train_sentencepiece(sample["texts"], vocab_size=vocab)
+    except RuntimeError as e:
+      raise ConfigError(f"SentencePiece (spm:v{vocab}) failed to train on the train split's "
+                        f"sample ({sample['documents']} documents, {sample['bytes']} bytes): "
+                        f"{e}") from None
     output_dir_lib.write_file(path, proto)
   out["spm_model_proto"] = proto
+  del sample["texts"]
   out["provenance"]["spm"] = {
       "sha256": hashlib.sha256(proto).hexdigest(), "file": path,
-      "estimated_from": {"split": "train", "permille": opts.spm_train_docs_permille, **sample}}
+      "estimated_from": {"split": "train", "budget_bytes": opts.spm_train_bytes,
+                         "train_documents": estimates["train"]["documents"],
+                         "train_bytes": estimates["train"]["bytes"], **sample}}

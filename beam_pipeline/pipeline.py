@@ -32,7 +32,7 @@ DEAD_LETTERS = rm.DEAD_LETTERS
 CONTENT_FLAGS = ("source", "input", "validation_input", "validation_percent", "methods",
                  "docs_per_run", "example_bytes", "examples_per_run", "run_buckets",
                  "m2_length", "m2_mode", "num_shards", "static_unigram", "spm_model",
-                 "spm_train_docs_permille", "text_field", "text_lines", "invalid_utf8")
+                 "spm_train_bytes", "text_field", "text_lines", "invalid_utf8")
 ConfigError = options_lib.ConfigError
 
 
@@ -116,8 +116,8 @@ def validate(opts) -> list[methods.MethodSpec]:
     raise ConfigError("--examples_per_run must be >= 0 (0 keeps every example)")
   if not 0 <= opts.validation_percent <= 100:
     raise ConfigError("--validation_percent must be in [0, 100]")
-  if not 0 <= opts.spm_train_docs_permille <= 1000:
-    raise ConfigError("--spm_train_docs_permille must be in [0, 1000]")
+  if opts.spm_train_bytes < 1:
+    raise ConfigError(f"--spm_train_bytes must be >= 1, got {opts.spm_train_bytes}")
   if len({s.spm_vocab_size for s in specs if s.kind == "spm"}) > 1:
     raise ConfigError("--methods: one run trains one SentencePiece model: list one spm:v<K>")
   if opts.source != "default" and not opts.input:
