@@ -341,8 +341,10 @@ def locked(output_dir: str, run_id: str, break_lock: bool = False):
     _delete([path])
   try:
     created = _create_exclusively(path, data)
-  except OSError as e:
-    raise ConfigError(f"cannot take the lock {path}: {e}") from None
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (OSError, gs:// Forbidden, no credentials)
+    raise ConfigError(f"cannot take the lock {path}: {type(e).__name__}: {e}") from None
   if not created:
     raise ConfigError(
         f"another job holds the lock on --output_dir={output_dir}: {_describe_lock(path)}. Wait "
