@@ -23,6 +23,8 @@ RUNTIME_PINS = [
     "numpy==2.4.6",
     # The exact M1 engine runs BLAS single-threaded (see m1/exact_engine.py).
     "threadpoolctl==3.6.0",
+    # The compiled coder (neural_compression/coding/compiled_coder.py); wheels, no compiler.
+    "numba==0.68.1",
 ]
 
 EXTRAS = {
