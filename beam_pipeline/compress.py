@@ -68,7 +68,7 @@ class _Compressors:
   def __init__(self, specs, artifacts: Artifacts):
     m1_model = unigram = None
     if any(s.uses_m1 for s in specs):
-      from neural_compression.m1 import exact_engine  # JAX-free numpy path on CPU workers
+      from neural_compression.m1 import engine as exact_engine  # JAX-free numpy path on CPU workers
       m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint))
     if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
       from neural_compression import static_unigram

@@ -76,7 +76,7 @@ def validate(opts) -> list[methods.MethodSpec]:
   if opts.source == "default" and (opts.input or opts.validation_input):
     raise ConfigError("--source=default reads the embedded corpus: drop --input/--validation_input")
   if any(s.uses_m1 for s in specs):
-    from neural_compression.m1 import exact_engine
+    from neural_compression.m1 import engine as exact_engine
     try:
       exact_engine.verify_checkpoint(compress.local_copy(opts.m1_checkpoint))
     except (OSError, ValueError) as e:

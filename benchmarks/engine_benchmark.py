@@ -21,7 +21,7 @@ from neural_compression import arithmetic_compressors as acc
 from neural_compression import corpus
 from neural_compression import examples as ex
 from neural_compression import static_unigram
-from neural_compression.m1 import exact_engine
+from neural_compression.m1 import engine as exact_engine
 
 
 def sgemm_flops_per_second(n: int = 512, repeats: int = 20) -> float:

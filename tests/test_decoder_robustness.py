@@ -7,7 +7,7 @@ import pytest
 from neural_compression import methods
 from neural_compression import static_unigram
 from neural_compression.baselines import sentencepiece_compressor as spc
-from neural_compression.m1 import exact_engine
+from neural_compression.m1 import engine as exact_engine
 from tests import m1_test_checkpoints
 from tests import pipeline_test_corpus as corpus_gen
 
