@@ -28,9 +28,13 @@ _RULES = {eiw.ClosingRule.UNAMBIGUOUS: cc.RULE_UNAMBIGUOUS, eiw.ClosingRule.PAPE
 class ContextSession:
   """CDFs after many contexts given as slices of one flat symbol array (the default session).
 
-  `cdfs(symbols, rows, starts, lengths)` returns [len(rows), NUM_SYMBOLS + 1] int64: row i's CDF
-  after symbols[starts[i]:starts[i] + lengths[i]]. `rows` name the caller's rows (stable across
-  steps) so that a model can keep per-row state; this default just calls `model.cdfs`.
+  `cdfs(symbols, rows, starts, lengths)` returns (ready, cdfs): `ready` indexes the rows whose
+  CDF is given, cdfs[j] ([len(ready), NUM_SYMBOLS + 1] int64) the CDF after
+  symbols[starts[i]:starts[i] + lengths[i]] for i = ready[j]. A model may hold some rows back
+  for a later step (to batch their computation) but must give at least one row per call.
+  `rows` name the caller's rows (stable across steps) so that a model can keep per-row state:
+  a row whose start is unchanged and whose length grew extends its previous context. This
+  default answers every row through `model.cdfs`.
   """
 
   def __init__(self, model: cdf_models.CdfModel, num_rows: int):
@@ -40,7 +44,8 @@ class ContextSession:
   def cdfs(self, symbols: np.ndarray, rows: np.ndarray, starts: np.ndarray,
            lengths: np.ndarray) -> np.ndarray:
     contexts = [symbols[s:s + n] for s, n in zip(starts.tolist(), lengths.tolist())]
-    return np.ascontiguousarray(self.model.cdfs(contexts), dtype=np.int64)
+    return (np.arange(len(rows)),
+            np.ascontiguousarray(self.model.cdfs(contexts), dtype=np.int64))
 
 
 def context_session(model: cdf_models.CdfModel, num_rows: int) -> ContextSession:
@@ -91,6 +96,10 @@ class WindowEncoderBatch:
     self.win_count = 0
     cc.encoder_init(self.state, self.hi, np.arange(n, dtype=np.int64), precision_bits)
 
+  def make_space(self, more_windows: int) -> None:
+    """Grows the output arrays to take `more_windows` more windows."""
+    self._grow(more_windows)
+
   def _grow(self, more_windows: int) -> None:
     if self.out_pos + more_windows * self.b > len(self.out_bits):
       grown = np.zeros(2 * len(self.out_bits) + more_windows * self.b, np.uint8)
@@ -103,6 +112,10 @@ class WindowEncoderBatch:
         new = np.zeros(size, np.int64)
         new[:self.win_count] = old[:self.win_count]
         setattr(self, name, new)
+
+  def check(self) -> None:
+    """Raises if a row failed (impossible for b >= P: a guard on the proof)."""
+    self._check()
 
   def _check(self) -> None:
     if np.any(self.status == cc.ERR_FIRST_SYMBOL_DOES_NOT_FIT):
@@ -131,7 +144,8 @@ class WindowEncoderBatch:
       return False
     ctx = np.zeros((len(rows), 2), np.int64)
     cc.encoder_contexts(rows, self.symbols, self.offsets, self.state, ctx)
-    cdfs = session.cdfs(self.symbols, rows, ctx[:, 0], ctx[:, 1])
+    ready, cdfs = session.cdfs(self.symbols, rows, ctx[:, 0], ctx[:, 1])
+    rows = rows[ready]
     self._grow(len(rows))
     self.out_pos, self.win_count = cc.encoder_feed(
         rows, cdfs, self.symbols, self.offsets, self.state, self.hi, self.step_counts,
@@ -141,10 +155,16 @@ class WindowEncoderBatch:
     return True
 
   def run(self, model: cdf_models.CdfModel) -> None:
-    """Encodes every row to the end: statically if the model is context-free, else stepwise."""
+    """Encodes every row to the end: statically if the model is context-free, through the
+    model's own compiled loop if it has one (`run_window_encoders`), else stepwise."""
     cdf = fixed_cdf(model)
     if cdf is not None:
       self.run_static(cdf)
+      return
+    runner = getattr(model, "run_window_encoders", None)
+    if runner is not None:
+      runner(self)
+      self._check()
       return
     session = context_session(model, len(self.status))
     while self.step(session):
@@ -213,15 +233,29 @@ class WindowDecoderBatch:
       self._grow()
     width = self.out.shape[1]
     flat = self.out.reshape(-1)
-    cdfs = session.cdfs(flat, rows, rows * width, self.state[rows, 4].copy())
+    ready, cdfs = session.cdfs(flat, rows, rows * width, self.state[rows, 4].copy())
+    rows = rows[ready]
     cc.decoder_feed(rows, cdfs, self.code_bits, self.code_off, self.code_len, self.state,
                     self.out, self.status, self.limits, self.p, self.mode)
     return True
 
+  def make_space(self, _: int = 0) -> None:
+    """Doubles the decoded-symbol columns of every row."""
+    self._grow()
+
+  def check(self) -> None:
+    """Row errors are raised by raise_first_error once all rows stopped."""
+
   def run(self, model: cdf_models.CdfModel) -> None:
+    """Decodes every row to the end (statically, through the model's compiled loop
+    `run_window_decoders`, or stepwise)."""
     cdf = fixed_cdf(model)
     if cdf is not None:
       self.run_static(cdf)
+      return
+    runner = getattr(model, "run_window_decoders", None)
+    if runner is not None:
+      runner(self)
       return
     session = context_session(model, len(self.status))
     while self.step(session):

@@ -19,6 +19,7 @@ import numpy as np
 from neural_compression import cdf_models
 from neural_compression import symbols as sym
 from neural_compression.m1 import numpy_inference as ni
+from neural_compression.m1.engine import cached_coding
 from neural_compression.m1.engine import prefix_cache as pc
 from neural_compression.m1.engine.checkpoint import load_exact_arrays
 from neural_compression.m1.engine.integer_forward import MAX_CONTEXT, ExactM1, NumpyBackend
@@ -26,6 +27,7 @@ from neural_compression.m1.engine.lockstep import LockstepSession
 from neural_compression.methods import PRECISION_BITS
 
 DEFAULT_CACHE_BYTES = 512 << 20  # ~230k prefixes of the shipped M1 (2.3 KB each)
+DEFER_MIN_BATCH = 256  # misses gathered per forward call when rows can wait (see session)
 
 
 class ExactM1Model(cdf_models.CdfModel):
@@ -91,11 +93,79 @@ class ExactM1Model(cdf_models.CdfModel):
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     flat = np.concatenate(contexts).astype(sym.SYMBOL_DTYPE)
     rows = np.arange(len(contexts), dtype=np.int64)
-    return self.context_session(len(contexts)).cdfs(flat, rows, starts, lengths)
+    ready, cdfs = PrefixCacheSession(self, len(contexts), defer=False).cdfs(
+        flat, rows, starts, lengths)
+    return cdfs
 
   def context_session(self, num_rows: int) -> "PrefixCacheSession":
-    """A session following `num_rows` rows step by step (coding.batch_coder's protocol)."""
-    return PrefixCacheSession(self, num_rows)
+    """A session following `num_rows` rows step by step (coding.batch_coder's protocol); rows
+    that miss the cache wait until enough misses for one efficient forward batch have
+    gathered, while the others go on."""
+    return PrefixCacheSession(self, num_rows, defer=True)
+
+  def run_window_encoders(self, encoder) -> None:
+    """Runs a coding.batch_coder.WindowEncoderBatch to the end through the prefix cache, all
+    bookkeeping in one compiled loop between forward calls (cached_coding)."""
+    self._run(encoder, lambda rows, cache, pending, min_batch: cached_coding.run_encoders(
+        encoder.symbols, encoder.offsets, encoder.state, encoder.hi, encoder.step_counts,
+        encoder.excluded, encoder.strad, encoder.out_bits, encoder.out_pos, encoder.win_row,
+        encoder.win_nsym, encoder.win_back, encoder.win_count, encoder.status, encoder.b,
+        encoder.p, encoder.rule, *rows, cache.meta, cache.valid, cache.keys, cache.values,
+        cache.last_use, cache.stamp, cache.num_nodes, cache.capacity, cache.cdfs, pending,
+        min_batch))
+
+  def run_window_decoders(self, decoder) -> None:
+    """Runs a coding.batch_coder.WindowDecoderBatch to the end through the prefix cache."""
+    self._run(decoder, lambda rows, cache, pending, min_batch: cached_coding.run_decoders(
+        decoder.code_bits, decoder.code_off, decoder.code_len, decoder.state, decoder.out,
+        decoder.status, decoder.limits, decoder.p, decoder.mode, *rows, cache.meta, cache.valid,
+        cache.keys, cache.values, cache.last_use, cache.stamp, cache.num_nodes, cache.capacity,
+        cache.cdfs, pending, min_batch))
+
+  def _run(self, batch, step) -> None:
+    cache = self.cache
+    n = len(batch.status)
+    rows = (np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+            np.zeros(n, np.bool_))  # node, context start, context length, waited
+    min_batch = min(self.max_rows, DEFER_MIN_BATCH)
+    pending = np.zeros(n + min_batch, np.int64)
+    if not cache.valid[pc.ROOT]:
+      self.compute(np.array([pc.ROOT], np.int64))
+    generation = cache.generation
+    while True:
+      if cache.generation != generation:  # another session's eviction renumbered the nodes
+        rows[0][:] = -1
+      self._stats["calls"] += 1
+      out = step(rows, cache, pending, min_batch)
+      reason = out[0]
+      if isinstance(batch, _encoder_type()):
+        batch.out_pos, batch.win_count = out[1], out[2]
+        out = out[2:]
+      cache.stamp, cache.num_nodes, num_pending, hits = out[1:]
+      self._stats["hits"] += hits
+      if num_pending:
+        cache.pending.append(pending[:num_pending].copy())
+      if reason == cached_coding.FINISHED:
+        return
+      if reason == cached_coding.NEED_FORWARD:
+        self.flush()
+      elif reason == cached_coding.NEED_SPACE:
+        batch.make_space(n)
+      elif reason == cached_coding.NEED_ROOM:
+        self.flush()
+        cache.make_room(n, rows[0])
+      else:
+        batch.check()
+        raise AssertionError("a row failed without a reason")
+      generation = cache.generation
+
+  def flush(self) -> None:
+    """Computes every cache node that a session created and is waiting for."""
+    cache = self.cache
+    if cache.pending:
+      nodes = np.concatenate(cache.pending)
+      cache.pending = []
+      self.compute(nodes)
 
   def lockstep(self, rows: int) -> LockstepSession:
     """A session that runs `rows` whole sequences in lockstep (AC's fast path)."""
@@ -124,16 +194,25 @@ class ExactM1Model(cdf_models.CdfModel):
         self._stats["computed"] += m
 
 
+def _encoder_type():
+  from neural_compression.coding import batch_coder
+  return batch_coder.WindowEncoderBatch
+
+
 class PrefixCacheSession:
   """Rows followed through the prefix cache (coding.batch_coder.ContextSession's protocol).
 
   A row whose start is unchanged and whose length grew extends its previous context (the
-  batched coder guarantees it); its node is then found from the previous one.
+  batched coder guarantees it); its node is then found from the previous one. With `defer`,
+  rows whose node is missing are held back (not in `ready`) until `min_batch` misses have
+  gathered or no row could go on; the misses are then computed in one batch.
   """
 
-  def __init__(self, model: ExactM1Model, num_rows: int):
+  def __init__(self, model: ExactM1Model, num_rows: int, defer: bool = True):
     self.model = model
     self.cache = model.cache
+    self.defer = defer
+    self.min_batch = min(model.max_rows, DEFER_MIN_BATCH)
     self.row_node = np.full(num_rows, -1, np.int64)
     self.row_start = np.zeros(num_rows, np.int64)
     self.row_len = np.zeros(num_rows, np.int64)
@@ -154,10 +233,13 @@ class PrefixCacheSession:
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     waiting = np.arange(len(rows))
+    ready = np.ones(len(rows), np.bool_)
     cache.stamp += 1
     first_round = True
     while len(waiting):
-      cache.make_room(len(waiting), self.row_node)
+      if cache.num_nodes + len(waiting) > cache.capacity:
+        model.flush()  # eviction needs every node computed
+        cache.make_room(len(waiting), self.row_node)
       self.generation = cache.generation
       part_result = np.zeros(len(waiting), np.int64)
       misses = np.zeros(len(waiting), np.int64)
@@ -165,14 +247,20 @@ class PrefixCacheSession:
           rows[waiting], starts[waiting], lengths[waiting], symbols, self.row_node,
           self.row_start, self.row_len, cache.meta, cache.valid, cache.keys, cache.values,
           cache.last_use, cache.stamp, cache.num_nodes, part_result, misses)
+      if num_misses:
+        cache.pending.append(misses[:num_misses])
+      waiting = waiting[part_result < 0]
       if first_round:
         model._stats["hits"] += hits  # pylint: disable=protected-access
         first_round = False
-      if num_misses:
-        model.compute(misses[:num_misses])
-      waiting = waiting[part_result < 0]
+        if self.defer and len(waiting) < len(rows) and \
+            sum(len(p) for p in cache.pending) < self.min_batch:
+          ready[waiting] = False  # these rows wait for a fuller batch
+          break
+      model.flush()
+    ready = np.flatnonzero(ready)
     # A resolved row stands on its context's node (kept and renumbered by any eviction).
-    return cache.cdfs[self.row_node[rows]].astype(np.int64)
+    return ready, cache.cdfs[self.row_node[rows[ready]]].astype(np.int64)
 
 
 def load_exact_model(directory: str | os.PathLike, backend: str = "auto",

@@ -56,54 +56,58 @@ def _insert(keys, values, key, value):
 
 
 @_jit
-def resolve(rows, starts, lengths, symbols, row_node, row_start, row_len, meta, valid, keys,
-            values, last_use, stamp, num_nodes, result, misses):
-  """Finds each row's context node, walking from its last node where the context extends it.
+def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, keys,
+                values, last_use, stamp, num_nodes, pending, num_pending):
+  """Finds one row's context node, walking from its last node where the context extends it.
 
   meta[:, 0] parent, meta[:, 1] symbol, meta[:, 2] depth. A missing node is created (invalid until
-  computed) and listed in `misses`; a row waiting on one gets result -1 and keeps its deepest
-  valid node for the next round. The caller leaves room for one new node per row.
-  Returns (num_nodes, num_misses, num_hits).
+  computed) and appended to `pending`; a row waiting on one gets -1 and keeps its deepest valid
+  node for the next round. The caller leaves room for one new node.
+  Returns (node or -1, num_nodes, num_pending, whether it was a hit without waiting).
   """
+  if row_node[row] >= 0 and row_start[row] == start and row_len[row] <= length:
+    node, j = row_node[row], row_len[row]
+  else:
+    node, j = ROOT, 0
+  while j < length:
+    key = node * _SYMBOL_SLOTS + symbols[start + j]
+    child = _find(keys, values, key)
+    if child < 0:
+      child = num_nodes
+      num_nodes += 1
+      meta[child, 0] = node
+      meta[child, 1] = symbols[start + j]
+      meta[child, 2] = j + 1
+      valid[child] = False
+      last_use[child] = stamp
+      _insert(keys, values, key, child)
+      pending[num_pending] = child
+      num_pending += 1
+      break
+    if not valid[child]:
+      break
+    node = child
+    j += 1
+  row_node[row], row_start[row], row_len[row] = node, start, j
+  if j < length:
+    return -1, num_nodes, num_pending, False
+  last_use[node] = stamp
+  return node, num_nodes, num_pending, True
+
+
+@_jit
+def resolve(rows, starts, lengths, symbols, row_node, row_start, row_len, meta, valid, keys,
+            values, last_use, stamp, num_nodes, result, misses):
+  """resolve_row for many rows: result[i] is row rows[i]'s node or -1 (waiting); new nodes go to
+  `misses`. Returns (num_nodes, num_misses, num_hits)."""
   num_misses = 0
   hits = 0
   for i in range(rows.shape[0]):
-    row = rows[i]
-    start, length = starts[i], lengths[i]
-    if row_node[row] >= 0 and row_start[row] == start and row_len[row] <= length:
-      node, j = row_node[row], row_len[row]
-    else:
-      node, j = ROOT, 0
-    fresh = True
-    while j < length:
-      key = node * _SYMBOL_SLOTS + symbols[start + j]
-      child = _find(keys, values, key)
-      if child < 0:
-        child = num_nodes
-        num_nodes += 1
-        meta[child, 0] = node
-        meta[child, 1] = symbols[start + j]
-        meta[child, 2] = j + 1
-        valid[child] = False
-        last_use[child] = stamp
-        _insert(keys, values, key, child)
-        misses[num_misses] = child
-        num_misses += 1
-        fresh = False
-        break
-      if not valid[child]:
-        fresh = False
-        break
-      node = child
-      j += 1
-    row_node[row], row_start[row], row_len[row] = node, start, j
-    if j == length:
-      result[i] = node
-      last_use[node] = stamp
-      if fresh:
-        hits += 1
-    else:
-      result[i] = -1
+    node, num_nodes, num_misses, hit = resolve_row(
+        rows[i], symbols, starts[i], lengths[i], row_node, row_start, row_len, meta, valid, keys,
+        values, last_use, stamp, num_nodes, misses, num_misses)
+    result[i] = node
+    hits += hit
   return num_nodes, num_misses, hits
 
 
@@ -191,6 +195,7 @@ class PrefixCache:
     self.stamp = 0
     self.generation = 0  # bumped by every eviction: sessions then forget their rows' nodes
     self.evictions = 0
+    self.pending: list[np.ndarray] = []  # created nodes waiting for their forward (sessions)
 
   def make_room(self, needed: int, pinned: np.ndarray) -> None:
     """Evicts until `needed` more nodes fit; `pinned` nodes (and their ancestors) stay."""
