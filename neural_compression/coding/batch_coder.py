@@ -291,16 +291,13 @@ def decode_window_bits(bits: np.ndarray, count: int, model: cdf_models.CdfModel,
                            p, _RULES[rule], symbols_cap=min(limit + 1, 32))
   dec.run(model)
   dec.raise_first_error(limit)
-  parts = []
-  for row in range(count):
-    decoded = dec.symbols(row)
-    if rule is eiw.ClosingRule.PAPER:
-      match = dec.state[row, 5]
-      if match == 0:
-        raise eiw.DecodeError("no prefix on the code's path has this padded code (paper rule)")
-      decoded = decoded[:match]
-    parts.append(decoded)
-  return np.concatenate(parts) if parts else np.zeros(0, sym.SYMBOL_DTYPE)
+  counts = dec.state[:, 4]
+  if rule is eiw.ClosingRule.PAPER:
+    counts = dec.state[:, 5]
+    if np.any(counts == 0):
+      raise eiw.DecodeError("no prefix on the code's path has this padded code (paper rule)")
+  # Row-major order of the mask concatenates the windows' symbols in window order.
+  return dec.out[np.arange(dec.out.shape[1])[None, :] < counts[:, None]]
 
 
 class ACEncoderBatch:
