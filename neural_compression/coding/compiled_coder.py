@@ -49,14 +49,11 @@ ERR_FIRST_SYMBOL_DOES_NOT_FIT = 5  # encoder: impossible for b >= P
 NEED_SPACE = 6  # a static driver stopped: an output buffer must grow before resuming
 
 _jit = numba.njit(cache=True, nogil=True)
-# Hot per-symbol helpers are inlined into the loops that call them: a call would pass every
-# array's fields and reference counts, several times the arithmetic itself.
-_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 # Interval arithmetic on (low, width, scale, hi) --------------------------------------------------
 
-@_inline
+@_jit
 def _carry_into_hi(hi, row, hi_len):
   j = hi_len - 1
   while hi[row, j] == 1:
@@ -65,7 +62,7 @@ def _carry_into_hi(hi, row, hi_len):
   hi[row, j] = 1
 
 
-@_inline
+@_jit
 def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
   """Child interval of counts [c_lo, c_hi): returns (low, width, scale, hi_len)."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
@@ -88,7 +85,7 @@ def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
   return t, w, scale, hi_len
 
 
-@_inline
+@_jit
 def _lo_bit(low, hi, row, hi_len, w_bits, position):
   """Bit `position` (0 = least significant) of lo."""
   if position >= w_bits:
@@ -96,7 +93,7 @@ def _lo_bit(low, hi, row, hi_len, w_bits, position):
   return (low >> position) & 1
 
 
-@_inline
+@_jit
 def _block_fits(low, width, scale, num_bits, w_bits):
   """Whether some num_bits-bit block lies inside the interval (reference: lowest_block)."""
   if scale <= num_bits:
@@ -177,7 +174,7 @@ def _straddle_above_lowest(low, width, scale, cdf, b, p):
   return -1
 
 
-@_inline
+@_jit
 def _lowest_excluded(low, scale, delta, b):
   """Whether T(child) == T(parent) for a child at offset delta (parent's units) from lo."""
   e = scale - b
@@ -188,7 +185,7 @@ def _lowest_excluded(low, scale, delta, b):
   return (rem + delta + u - 1) >> e == (1 if rem > 0 else 0)
 
 
-@_inline
+@_jit
 def _encoder_reset(st, row, p):
   st[row, 0] = 0  # low
   st[row, 1] = np.int64(1) << (p + RENORM_HEADROOM_BITS)  # width
@@ -204,7 +201,7 @@ def encoder_init(st, hi, rows, p):
     st[row, 5] = 0  # pos: first symbol of the open window
 
 
-@_inline
+@_jit
 def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, excluded, strad,
                   out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p, rule):
   """One reference `EqualInfoEncoderState.feed` for one row. Returns (out_pos, win_count,
@@ -315,7 +312,7 @@ def encoder_contexts(rows, symbols, sym_off, st, ctx_off):
 
 # The window decoder (and AC's prefix decoder) ----------------------------------------------------
 
-@_inline
+@_jit
 def _code_bit(code_bits, start, length, index):
   return code_bits[start + index] if index < length else 0
 
@@ -343,7 +340,7 @@ def decoder_init(dst, code_bits, code_off, code_len, rows, p):
     dst[row, 6] = last_one
 
 
-@_inline
+@_jit
 def _upper_bound(cdf, value):
   """Largest i with cdf[i] <= value (numpy searchsorted(side='right') - 1)."""
   lo, hi = 0, cdf.shape[0]
@@ -356,7 +353,7 @@ def _upper_bound(cdf, value):
   return lo - 1
 
 
-@_inline
+@_jit
 def _decoder_feed(row, cdf, code_bits, start, length, dst, out, limit, p, mode):
   """One reference decoder step for one row (window or AC prefix). Returns the row's status."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
@@ -449,7 +446,7 @@ def ac_init(st, rows, p):
     _encoder_reset(st, row, p)
 
 
-@_inline
+@_jit
 def _ac_push(row, cdf, x, st, hi, trace, p):
   low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
   low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len, cdf[x], cdf[x + 1], p)
