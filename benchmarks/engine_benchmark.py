@@ -1,7 +1,8 @@
 """Exact M1 engine throughput, every figure beside its bound or target, in one run, one process.
 
   python benchmarks/engine_benchmark.py [--checkpoint m1_checkpoint] [--examples 0] [--rows 512]
-      [--reference_examples 8] [--ac_examples 2] [--decode_examples 4] [--cache_bytes N]
+      [--reference_examples 8] [--ac_examples 16] [--ac_bytes 3072] [--decode_examples 4]
+      [--cache_bytes N]
 
 Prints: sgemm FLOP/s measured now; EqualInfoAC[b=16, v=65k] encode with M1 through the compiled
 coder and prefix cache on the whole default corpus (train + validation; --examples limits it),
@@ -65,7 +66,10 @@ def main() -> None:
                       help="examples encoded together (one engine row each)")
   parser.add_argument("--reference_examples", type=int, default=8)
   parser.add_argument("--decode_examples", type=int, default=4)
-  parser.add_argument("--ac_examples", type=int, default=2)
+  parser.add_argument("--ac_examples", type=int, default=16,
+                      help="AC rows (16 = one lockstep batch, LOCKSTEP_ROWS)")
+  parser.add_argument("--ac_bytes", type=int, default=3072,
+                      help="leading bytes of each AC example (past 1,024 the cost per byte is flat)")
   parser.add_argument("--cache_bytes", type=int, default=engine.DEFAULT_CACHE_BYTES)
   parser.add_argument("--backend", default="numpy")
   args = parser.parse_args()
@@ -137,7 +141,7 @@ def main() -> None:
   print(f"decode at batch 1 (one example at a time, SeqIO path, {decoded:,} bytes): "
         f"{decode_rate:,.0f} bytes/s (target >= 300,000: {verdict(decode_rate >= 300_000)})")
 
-  ac_data = data[:args.ac_examples]
+  ac_data = [x[:args.ac_bytes] for x in data[:args.ac_examples]]
   ac_bytes = sum(len(x) for x in ac_data)
   ac_model = load()
   ac = acc.ArithmeticCodingCompressor(ac_model, 16)

@@ -199,3 +199,39 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
   single = acc.EqualInfoACCompressor(ee.load_exact_model(shipped, max_rows=1), 16, 16)
   for x, e in zip(examples, encoded):
     np.testing.assert_array_equal(single.decode(e.tokens), x)
+
+
+def test_a_decode_inside_a_jax_process_leaves_process_settings_as_found(checkpoint):
+  """Library code must not change process-wide settings (a vocabulary decoding inside a T5X
+  training process): jax_enable_x64 and the BLAS thread limits are as found after every call,
+  while the engine still computes single-threaded."""
+  jax = pytest.importorskip("jax")
+  import threadpoolctl
+
+  def blas_threads():
+    return sorted({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                   if p["user_api"] == "blas"})
+
+  docs = [d["text"] for d in corpus_gen.make_documents(2, seed=11)]
+  x = next(iter(ex.examples_from_documents(docs, example_symbols=300)))
+  tokens = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint, backend="numpy"), 16,
+                                     16).encode(x).tokens
+  x64 = bool(jax.config.jax_enable_x64)
+  seen = []
+  with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+    before = blas_threads()
+    for backend in ("numpy", "jax"):
+      model = ee.load_exact_model(checkpoint, backend=backend)
+      forward = model.engine.forward
+
+      def spy(*args, forward=forward):
+        seen.append(blas_threads())
+        return forward(*args)
+
+      model.engine.forward = spy
+      np.testing.assert_array_equal(acc.EqualInfoACCompressor(model, 16, 16).decode(tokens), x)
+      ac = acc.ArithmeticCodingCompressor(model, 16)
+      np.testing.assert_array_equal(ac.decode(ac.encode(x[:40]).tokens), x[:40])
+      assert bool(jax.config.jax_enable_x64) == x64, f"{backend} changed jax_enable_x64"
+      assert blas_threads() == before, f"{backend} left the BLAS thread limits changed"
+  assert seen and all(s == [1] for s in seen), "the engine's own BLAS cap no longer applies"

@@ -34,12 +34,16 @@ class ExactM1Model(cdf_models.CdfModel):
   """`CdfModel` over the exact engine with a prefix-sharing KV cache (see module docstring)."""
 
   def __init__(self, engine: ExactM1, max_cache_bytes: int = DEFAULT_CACHE_BYTES,
-               max_rows: int = 1024, blas_threads: int | None = 1):
+               max_rows: int = 1024, blas_threads: int | None = 1,
+               miss_batch: int | None = None):
     """Args:
       engine: the integer forward.
       max_cache_bytes: the prefix cache's budget in bytes (keys, values, CDFs, index); the least
         recently used prefixes are evicted beyond it.
       max_rows: new positions computed per forward call at most.
+      miss_batch: misses a coder session gathers before one forward call (rows that missed
+        wait meanwhile); default DEFER_MIN_BATCH on numpy, max_rows on JAX (a GPU wants large
+        batches).
       blas_threads: BLAS threads while the engine computes (None: leave as is), restored after
         every call. The engine's GEMMs are small, and with more than one thread they spend their
         time synchronizing, badly so when other processes share the cores (measured 12x slower
@@ -51,6 +55,9 @@ class ExactM1Model(cdf_models.CdfModel):
     self.cache = pc.PrefixCache(c.num_layers, c.num_heads, c.head_dim, sym.NUM_SYMBOLS + 1,
                                 max_cache_bytes)
     self.max_rows = max_rows
+    if miss_batch is None:
+      miss_batch = max_rows if engine.backend.name == "jax" else DEFER_MIN_BATCH
+    self.miss_batch = min(miss_batch, max_rows)
     self.blas_threads = blas_threads
     self._threadpools = None
     self._stats = {"hits": 0, "computed": 0, "calls": 0}
@@ -127,7 +134,7 @@ class ExactM1Model(cdf_models.CdfModel):
     n = len(batch.status)
     rows = (np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
             np.zeros(n, np.bool_))  # node, context start, context length, waited
-    min_batch = min(self.max_rows, DEFER_MIN_BATCH)
+    min_batch = self.miss_batch
     pending = np.zeros(n + min_batch, np.int64)
     if not cache.valid[pc.ROOT]:
       self.compute(np.array([pc.ROOT], np.int64))
@@ -212,7 +219,7 @@ class PrefixCacheSession:
     self.model = model
     self.cache = model.cache
     self.defer = defer
-    self.min_batch = min(model.max_rows, DEFER_MIN_BATCH)
+    self.min_batch = model.miss_batch
     self.row_node = np.full(num_rows, -1, np.int64)
     self.row_start = np.zeros(num_rows, np.int64)
     self.row_len = np.zeros(num_rows, np.int64)

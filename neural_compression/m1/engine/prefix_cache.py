@@ -30,8 +30,9 @@ _SYMBOL_SLOTS = 512  # key = parent * 512 + symbol (NUM_SYMBOLS = 257 < 512)
 
 @_jit
 def _slot(key, mask):
+  # Fibonacci hashing: the top bits of key * 2**64 / golden ratio index the table.
   h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
-  return np.int64(h >> np.uint64(20)) & mask
+  return np.int64((h >> np.uint64(32)) ^ (h >> np.uint64(45))) & mask
 
 
 @_jit
