@@ -304,7 +304,8 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
   artifacts = compress.Artifacts(
       m1_checkpoint=opts.m1_checkpoint if uses_m1 else None,
       static_unigram_json=prepared["static_unigram_json"],
-      spm_model_proto=prepared["spm_model_proto"])
+      spm_model_proto=prepared["spm_model_proto"],
+      m1_cache_bytes=getattr(opts, "m1_cache_bytes", None))
   p = beam.Pipeline(options=pipeline_options)
   build(p, opts, specs, artifacts, staging)
   result = p.run()

@@ -122,6 +122,7 @@ class WindowEncoderBatch:
       raise AssertionError("b >= P guarantees the first symbol fits")  # proof in eiw docstring
 
   def active_rows(self) -> np.ndarray:
+    """Indices of the rows still encoding."""
     return np.flatnonzero(self.status == cc.RUNNING).astype(np.int64)
 
   def run_static(self, cdf: np.ndarray) -> None:
@@ -207,9 +208,11 @@ class WindowDecoderBatch:
     self.out = grown
 
   def active_rows(self) -> np.ndarray:
+    """Indices of the rows still decoding."""
     return np.flatnonzero(self.status == cc.RUNNING).astype(np.int64)
 
   def run_static(self, cdf: np.ndarray) -> None:
+    """Decodes every row to the end under one fixed CDF (one compiled call per growth)."""
     cdf = np.ascontiguousarray(cdf, dtype=np.int64)
     while cc.decoder_run_static(cdf, self.code_bits, self.code_off, self.code_len, self.state,
                                 self.out, self.status, self.limits, self.p,
@@ -226,6 +229,7 @@ class WindowDecoderBatch:
                     self.p, self.mode)
 
   def step(self, session: ContextSession) -> bool:
+    """One model step for every active row; returns whether any row is still running."""
     rows = self.active_rows()
     if not len(rows):
       return False
@@ -262,6 +266,7 @@ class WindowDecoderBatch:
       pass
 
   def symbols(self, row: int) -> np.ndarray:
+    """The symbols row `row` decoded (all of them; the paper rule keeps a prefix)."""
     return self.out[row, :self.state[row, 4]].copy()
 
   def raise_first_error(self, limit_for_message: int | None = None) -> None:

@@ -196,6 +196,7 @@ def _encoder_reset(st, row, p):
 
 @_jit
 def encoder_init(st, hi, rows, p):
+  """Puts encoder rows at the start of their first window: [0, 1), no symbols, position 0."""
   for row in rows:
     _encoder_reset(st, row, p)
     st[row, 5] = 0  # pos: first symbol of the open window
@@ -442,6 +443,7 @@ def decoder_run_static(cdf, code_bits, code_off, code_len, dst, out, status, lim
 
 @_jit
 def ac_init(st, rows, p):
+  """Puts AC rows at the interval [0, 1) with no symbols coded."""
   for row in rows:
     _encoder_reset(st, row, p)
 
@@ -467,6 +469,7 @@ def ac_feed(rows, cdfs, symbols, sym_off, st, hi, trace, p):
 
 @_jit
 def ac_run_static(cdf, symbols, sym_off, st, hi, trace, p):
+  """Narrows every row by all its symbols under one fixed CDF (StaticAC)."""
   for row in range(sym_off.shape[0] - 1):
     for j in range(sym_off[row], sym_off[row + 1]):
       _ac_push(row, cdf, symbols[j], st, hi, trace, p)
