@@ -25,6 +25,22 @@ FAILED = 4
 
 
 @_jit
+def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
+                keys, values, last_use, stamp, num_nodes, pending, num_pending, hits):
+  """The row's context node, or -1 while it waits for a forward; counts first-try hits.
+  Returns (node, num_nodes, num_pending, hits)."""
+  node, num_nodes, num_pending, _ = pc.resolve_row(
+      row, symbols, start, length, row_node, row_start, row_len, meta, valid, keys, values,
+      last_use, stamp, num_nodes, pending, num_pending)
+  if node < 0:
+    waited[row] = True
+  else:
+    hits += not waited[row]
+    waited[row] = False
+  return node, num_nodes, num_pending, hits
+
+
+@_jit
 def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bits, out_pos,
                  win_row, win_nsym, win_back, win_count, status, b, p, rule,
                  row_node, row_start, row_len, waited, meta, valid, keys, values, last_use, stamp,
@@ -48,16 +64,12 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
       if status[row] != cc.RUNNING:
         continue
       active = True
-      start = sym_off[row] + st[row, 5]
-      node, num_nodes, num_pending, _ = pc.resolve_row(
-          row, symbols, start, st[row, 4], row_node, row_start, row_len, meta, valid, keys,
-          values, last_use, stamp, num_nodes, pending, num_pending)
+      node, num_nodes, num_pending, hits = _ready_node(
+          row, symbols, sym_off[row] + st[row, 5], st[row, 4], row_node, row_start, row_len,
+          waited, meta, valid, keys, values, last_use, stamp, num_nodes, pending, num_pending,
+          hits)
       if node < 0:
-        waited[row] = True
         continue
-      if not waited[row]:
-        hits += 1
-      waited[row] = False
       progressed = True
       out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
           row, cdf_table[node], symbols, sym_off[row], sym_off[row + 1], st, hi, step_counts,
@@ -97,15 +109,11 @@ def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mod
       k = dst[row, 4]
       if k >= width:
         return NEED_SPACE, stamp, num_nodes, num_pending, hits
-      node, num_nodes, num_pending, _ = pc.resolve_row(
-          row, flat, row * width, k, row_node, row_start, row_len, meta, valid, keys, values,
-          last_use, stamp, num_nodes, pending, num_pending)
+      node, num_nodes, num_pending, hits = _ready_node(
+          row, flat, row * width, k, row_node, row_start, row_len, waited, meta, valid, keys,
+          values, last_use, stamp, num_nodes, pending, num_pending, hits)
       if node < 0:
-        waited[row] = True
         continue
-      if not waited[row]:
-        hits += 1
-      waited[row] = False
       progressed = True
       status[row] = cc._decoder_feed(  # pylint: disable=protected-access
           row, cdf_table[node], code_bits, code_off[row], code_len[row], dst, out, limits[row],
