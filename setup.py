@@ -21,8 +21,10 @@ RUNTIME_PINS = [
     "gin-config==0.5.0",
     "protobuf==6.33.6",
     "numpy==2.4.6",
-    # The exact M1 engine runs BLAS single-threaded (see m1/exact_engine.py).
+    # The exact M1 engine runs BLAS single-threaded (see m1/engine/model.py).
     "threadpoolctl==3.6.0",
+    # The compiled coder (neural_compression/coding/compiled_coder.py); wheels, no compiler.
+    "numba==0.68.1",
 ]
 
 EXTRAS = {

@@ -36,6 +36,7 @@ class Artifacts:
   m1_checkpoint: str | None = None
   static_unigram_json: str | None = None
   spm_model_proto: bytes | None = None
+  m1_cache_bytes: int | None = None  # the M1 prefix cache's budget (speed only, not content)
 
   def fingerprint(self) -> str:
     """sha256 over the artifacts' contents (M1 by its path; its checksum is in the manifest)."""
@@ -68,8 +69,10 @@ class Compressors:
   def __init__(self, specs, artifacts: Artifacts):
     m1_model = unigram = None
     if any(s.uses_m1 for s in specs):
-      from neural_compression.m1 import exact_engine  # JAX-free numpy path on CPU workers
-      m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint))
+      from neural_compression.m1 import engine as exact_engine  # JAX-free numpy path on CPU workers
+      budget = {} if artifacts.m1_cache_bytes is None else {
+          "max_cache_bytes": artifacts.m1_cache_bytes}
+      m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint), **budget)
     if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
       from neural_compression import static_unigram
       unigram = static_unigram.StaticUnigramModel.from_json(artifacts.static_unigram_json)

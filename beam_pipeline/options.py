@@ -86,6 +86,9 @@ class CompressionOptions(PipelineOptions):
     add("--m1_checkpoint", default=DEFAULT_M1_CHECKPOINT,
         help="M1 checkpoint directory (inside the worker image or on a Beam filesystem; "
              "default: the shipped m1_checkpoint/)")
+    add("--m1_cache_bytes", type=int, default=None,
+        help="byte budget of each worker's M1 prefix cache; least recently used prefixes are "
+             "evicted beyond it, outputs do not change (default: 512 MiB)")
     add("--static_unigram", default=None,
         help="StaticAC model artifact (JSON); default: estimated on the train split")
     add("--spm_model", default=None,

@@ -224,7 +224,7 @@ def validate(opts) -> list[methods.MethodSpec]:
       _refuse_input_inside_output(opts, train | validation)
   _check_artifact_files(opts, specs)
   if any(s.uses_m1 for s in specs):
-    from neural_compression.m1 import exact_engine
+    from neural_compression.m1 import engine as exact_engine
     try:
       exact_engine.verify_checkpoint(compress.local_copy(opts.m1_checkpoint))
     except (OSError, ValueError) as e:
@@ -401,7 +401,8 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
   artifacts = compress.Artifacts(
       m1_checkpoint=opts.m1_checkpoint if uses_m1 else None,
       static_unigram_json=prepared["static_unigram_json"],
-      spm_model_proto=prepared["spm_model_proto"])
+      spm_model_proto=prepared["spm_model_proto"],
+      m1_cache_bytes=getattr(opts, "m1_cache_bytes", None))
   p = beam.Pipeline(options=pipeline_options)
   build(p, opts, specs, artifacts, staging)
   result = p.run()

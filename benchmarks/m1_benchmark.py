@@ -27,7 +27,7 @@ from neural_compression import arithmetic_compressors as acc
 from neural_compression import corpus
 from neural_compression import examples as ex
 from neural_compression import symbols as sym
-from neural_compression.m1 import exact_engine
+from neural_compression.m1 import engine as exact_engine
 from neural_compression.m1 import numpy_inference as ni
 
 

@@ -139,7 +139,7 @@ def main() -> None:
   spm_proto = spc.train_sentencepiece([d["text"] for d in train], 32000)
   m1 = None
   if not args.no_m1:
-    from neural_compression.m1 import exact_engine
+    from neural_compression.m1 import engine as exact_engine
     m1 = exact_engine.load_exact_model(args.m1_checkpoint)
   names = list(PAPER)
   names += [f"static_equal_info_ac:b{b}:v65k" for b in (16, 32, 64, 128)]

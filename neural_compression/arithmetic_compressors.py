@@ -7,6 +7,10 @@
   then the minimal code of the final interval padded with zeros to a whole token. The header
   (2 tokens at N=16, 4 at N=8, i.e. 0.003 bits/byte on a 10,240-byte example) is what makes the
   whole example decodable from the tokens alone: the paper's AC had no end marker.
+
+Both run on the compiled coder (`coding.batch_coder`) by default; `coder="reference"` runs the
+pure-Python reference coder instead, which produces the same tokens bit for bit and is the oracle
+the tests compare the compiled path against.
 """
 from __future__ import annotations
 
@@ -17,10 +21,20 @@ from neural_compression import bit_tokens
 from neural_compression import cdf_models
 from neural_compression import equal_info_windows as eiw
 from neural_compression import symbols as sym
+from neural_compression.coding import batch_coder
+from neural_compression.coding import compiled_coder
 from neural_compression.compressor import Compressor, Encoded
 
 LENGTH_HEADER_BITS = 32
 LOCKSTEP_ROWS = 16  # AC rows advanced together (each holds a 2 x 1,024-position KV buffer)
+STATIC_AC_ROWS = 64  # StaticAC rows per compiled call (bounds the per-row interval traces)
+CODERS = ("compiled", "reference")
+
+
+def _check_coder(coder: str) -> str:
+  if coder not in CODERS:
+    raise ValueError(f"coder must be one of {CODERS}, got {coder!r}")
+  return coder
 
 
 class EqualInfoACCompressor(Compressor):
@@ -28,7 +42,7 @@ class EqualInfoACCompressor(Compressor):
 
   def __init__(self, model: cdf_models.CdfModel, window_bits: int, token_bits: int,
                rule: eiw.ClosingRule | str = eiw.ClosingRule.UNAMBIGUOUS,
-               name_prefix: str = "equal_info_ac"):
+               name_prefix: str = "equal_info_ac", coder: str = "compiled"):
     eiw.check_window_bits(window_bits, model.precision_bits)
     bit_tokens.check_token_bits(token_bits)
     if token_bits > window_bits:
@@ -38,6 +52,7 @@ class EqualInfoACCompressor(Compressor):
     self.token_bits = token_bits
     self.rule = eiw.ClosingRule(rule)
     self._name_prefix = name_prefix
+    self.coder = _check_coder(coder)
 
   @property
   def name(self) -> str:
@@ -51,14 +66,20 @@ class EqualInfoACCompressor(Compressor):
 
   def windows_to_encoded(self, windows: list[eiw.Window]) -> Encoded:
     """Packs closed windows (e.g. from a batched engine) into tokens."""
-    bits = bit_tokens.codes_to_bits([w.code for w in windows], self.window_bits)
+    return self.window_bits_to_encoded(
+        bit_tokens.codes_to_bits([w.code for w in windows], self.window_bits),
+        np.array([w.num_symbols for w in windows], np.int64))
+
+  def window_bits_to_encoded(self, bits: np.ndarray, num_symbols: np.ndarray) -> Encoded:
+    """Packs consecutive b-bit window codes (bits) holding num_symbols[i] symbols into tokens."""
     tokens = bit_tokens.bits_to_tokens(bits, self.token_bits)
+    num_windows = len(num_symbols)
     # t tokens hold floor(t * N / b) whole windows, and each window decodes on its own.
     whole_windows = np.arange(len(tokens) + 1) * self.token_bits // self.window_bits
     per_window = np.concatenate([np.zeros(1, np.int64),
-                                 np.cumsum([w.num_symbols for w in windows], dtype=np.int64)])
-    return Encoded(tokens=tokens, num_bits=len(bits), num_windows=len(windows),
-                   symbols_at_token=per_window[np.minimum(whole_windows, len(windows))])
+                                 np.cumsum(num_symbols, dtype=np.int64)])
+    return Encoded(tokens=tokens, num_bits=len(bits), num_windows=num_windows,
+                   symbols_at_token=per_window[np.minimum(whole_windows, num_windows)])
 
   def encode(self, symbols: np.ndarray) -> Encoded:
     return self.encode_batch([symbols])[0]
@@ -69,6 +90,12 @@ class EqualInfoACCompressor(Compressor):
     Each example is one row that resets its context at its own window boundaries (continuous
     batching); the model's CDFs do not depend on the batch, so neither does the output.
     """
+    if self.coder == "compiled":
+      encoder = batch_coder.WindowEncoderBatch(batch, self.window_bits, self.model.precision_bits,
+                                               self.rule)
+      encoder.run(self.model)
+      return [self.window_bits_to_encoded(bits, num_symbols)
+              for bits, num_symbols, _ in encoder.row_windows()]
     states = [eiw.EqualInfoEncoderState(x, self.window_bits, self.model.precision_bits,
                                         self.rule) for x in batch]
     drive_states(self.model, states)
@@ -81,6 +108,10 @@ class EqualInfoACCompressor(Compressor):
 
   def decode(self, tokens: np.ndarray) -> np.ndarray:
     # Windows are independent, so all of them decode together as rows of one batch.
+    if self.coder == "compiled":
+      bits = bit_tokens.tokens_to_bits(tokens, self.token_bits)
+      return batch_coder.decode_window_bits(bits, len(bits) // self.window_bits, self.model,
+                                            self.window_bits, self.rule)
     states = [eiw.EqualInfoDecoderState(code, self.window_bits, self.model.precision_bits,
                                         self.rule) for code in self.window_codes(tokens)]
     drive_states(self.model, states)
@@ -100,11 +131,13 @@ def drive_states(model: cdf_models.CdfModel, states) -> None:
 class ArithmeticCodingCompressor(Compressor):
   """AC / StaticAC: one arithmetic code per example, prefixed by a 32-bit symbol count."""
 
-  def __init__(self, model: cdf_models.CdfModel, token_bits: int, name_prefix: str = "ac"):
+  def __init__(self, model: cdf_models.CdfModel, token_bits: int, name_prefix: str = "ac",
+               coder: str = "compiled"):
     bit_tokens.check_token_bits(token_bits)
     self.model = model
     self.token_bits = token_bits
     self._name_prefix = name_prefix
+    self.coder = _check_coder(coder)
 
   @property
   def name(self) -> str:
@@ -132,10 +165,13 @@ class ArithmeticCodingCompressor(Compressor):
     return self.encode_batch([symbols])[0]
 
   def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
-    if len(batch) > LOCKSTEP_ROWS:  # bounds the lockstep KV buffer's memory
-      return [e for i in range(0, len(batch), LOCKSTEP_ROWS)
-              for e in self.encode_batch(batch[i:i + LOCKSTEP_ROWS])]
+    static = batch_coder.fixed_cdf(self.model) is not None
+    rows = STATIC_AC_ROWS if static and self.coder == "compiled" else LOCKSTEP_ROWS
+    if len(batch) > rows:  # bounds the lockstep KV buffer's and the traces' memory
+      return [e for i in range(0, len(batch), rows) for e in self.encode_batch(batch[i:i + rows])]
     batch = [sym.validate_symbols(x) for x in batch]
+    if self.coder == "compiled":
+      return self._encode_compiled(batch)
     p = self.model.precision_bits
     paths = [[ac.initial_interval(p)] for _ in batch]
     for i, cdfs in enumerate(self._cdf_stream(batch)):
@@ -143,6 +179,34 @@ class ArithmeticCodingCompressor(Compressor):
         if i < len(x):
           path.append(ac.narrow(path[-1], cdf, int(x[i]), p))
     return [self._finish(x, path) for x, path in zip(batch, paths)]
+
+  def _encode_compiled(self, batch: list[np.ndarray]) -> list[Encoded]:
+    encoder = batch_coder.ACEncoderBatch(batch, self.model.precision_bits)
+    cdf = batch_coder.fixed_cdf(self.model)
+    if cdf is not None:
+      encoder.run_static(cdf)
+    else:
+      for i, cdfs in enumerate(self._cdf_stream(batch)):
+        encoder.feed(i, np.asarray(cdfs, np.int64))
+    out = []
+    for row, x in enumerate(batch):
+      if len(x) >= 1 << LENGTH_HEADER_BITS:
+        raise ValueError(f"at most 2**{LENGTH_HEADER_BITS} - 1 symbols per example")
+      code, needed = encoder.finish(row)
+      n = len(code)
+      padded = -(-(LENGTH_HEADER_BITS + n) // self.token_bits) * self.token_bits
+      bits = np.concatenate([bit_tokens.int_to_bits(len(x), LENGTH_HEADER_BITS), code,
+                             np.zeros(padded - LENGTH_HEADER_BITS - n, np.uint8)])
+      tokens = bit_tokens.bits_to_tokens(bits, self.token_bits)
+      out.append(Encoded(tokens=tokens, num_bits=LENGTH_HEADER_BITS + n, num_windows=1,
+                         symbols_at_token=self._symbols_from_needed(needed, len(tokens))))
+    return out
+
+  def _symbols_from_needed(self, needed: np.ndarray, num_tokens: int) -> np.ndarray:
+    # needed[k]: fewest leading code bits that determine the first k symbols (nondecreasing).
+    available = np.arange(num_tokens + 1) * self.token_bits - LENGTH_HEADER_BITS
+    counts = np.searchsorted(np.asarray(needed), available, side="right") - 1
+    return np.where(available >= 0, counts, 0).astype(np.int64)
 
   def _finish(self, symbols: np.ndarray, intervals: list[ac.Interval]) -> Encoded:
     if len(symbols) >= 1 << LENGTH_HEADER_BITS:
@@ -169,9 +233,7 @@ class ArithmeticCodingCompressor(Compressor):
       while not ac.block_inside(interval, code >> (code_bits - m), m):
         m += 1
       needed.append(m)
-    available = np.arange(num_tokens + 1) * self.token_bits - LENGTH_HEADER_BITS
-    counts = np.searchsorted(np.asarray(needed), available, side="right") - 1
-    return np.where(available >= 0, counts, 0).astype(np.int64)
+    return self._symbols_from_needed(np.asarray(needed), num_tokens)
 
   def decode_prefix(self, tokens: np.ndarray) -> np.ndarray:
     """Decodes the leading symbols that `tokens` determine, e.g. of a trimmed M2 example.
@@ -188,6 +250,8 @@ class ArithmeticCodingCompressor(Compressor):
     # Each symbol costs a minimum number of bits, so a corrupt header cannot make us allocate
     # or loop more than the code could possibly hold.
     count = min(count, eiw.max_symbols_per_window(code_bits, p))
+    if self.coder == "compiled":
+      return self._decode_prefix_compiled(bits, count, code_bits)
     interval = ac.initial_interval(p)
     out = np.zeros(count, sym.SYMBOL_DTYPE)
     lockstep = getattr(self.model, "lockstep", None)
@@ -203,6 +267,26 @@ class ArithmeticCodingCompressor(Compressor):
       out[i] = s
       interval = ac.narrow(interval, cdf, s, p)
     return out
+
+  def _decode_prefix_compiled(self, bits: np.ndarray, count: int, code_bits: int) -> np.ndarray:
+    decoder = batch_coder.WindowDecoderBatch(
+        bits, np.array([LENGTH_HEADER_BITS]), np.array([code_bits]), np.array([count]),
+        self.model.precision_bits, compiled_coder.MODE_AC, symbols_cap=count + 1)
+    cdf = batch_coder.fixed_cdf(self.model)
+    lockstep = getattr(self.model, "lockstep", None)
+    if cdf is not None:
+      decoder.run_static(cdf)
+    elif lockstep is not None:
+      session = lockstep(1)
+      previous = None
+      while decoder.status[0] == compiled_coder.RUNNING:
+        decoder.feed(session.step(previous))
+        k = decoder.state[0, 4]
+        previous = np.array([decoder.out[0, k - 1]]) if k else None
+    else:
+      decoder.run(self.model)
+    decoder.raise_first_error()
+    return decoder.symbols(0)
 
   def decode(self, tokens: np.ndarray) -> np.ndarray:
     bits_available = len(tokens) * self.token_bits

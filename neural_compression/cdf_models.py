@@ -95,7 +95,8 @@ class CdfModel(abc.ABC):
 class FixedCdfModel(CdfModel):
   """A context-free model with one fixed CDF (uniform by default)."""
 
-  def __init__(self, cdf: np.ndarray | None = None, precision_bits: int = 14):
+  def __init__(self, cdf: np.ndarray | None, precision_bits: int):
+    """cdf: the CDF (None: uniform); precision_bits: P, e.g. methods.PRECISION_BITS."""
     self._precision_bits = check_precision_bits(precision_bits)
     if cdf is None:
       cdf = counts_to_cdf(np.zeros(sym.NUM_SYMBOLS, np.int64), precision_bits)

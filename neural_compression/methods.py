@@ -21,7 +21,8 @@ import re
 from neural_compression import bit_tokens
 from neural_compression import equal_info_windows as eiw
 
-DEFAULT_PRECISION_BITS = 14
+PRECISION_BITS = 14  # the coder precision P of every method (the paper's); written only here
+DEFAULT_PRECISION_BITS = PRECISION_BITS  # the name parse_method's callers knew it by
 
 WINDOWED_KINDS = ("equal_info_ac", "static_equal_info_ac")
 BITSTREAM_KINDS = WINDOWED_KINDS + ("ac", "static_ac", "gzip")

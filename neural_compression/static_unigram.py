@@ -15,6 +15,7 @@ import numpy as np
 
 from neural_compression import cdf_models
 from neural_compression import symbols as sym
+from neural_compression.methods import PRECISION_BITS
 
 ARTIFACT_FORMAT = "neural_compression.static_unigram"
 ARTIFACT_VERSION = 1
@@ -23,14 +24,14 @@ ARTIFACT_VERSION = 1
 class StaticUnigramModel(cdf_models.FixedCdfModel):
   """A context-free model whose CDF is the quantized unigram distribution of `counts`."""
 
-  def __init__(self, counts: np.ndarray, precision_bits: int = 14, source: str = ""):
+  def __init__(self, counts: np.ndarray, precision_bits: int = PRECISION_BITS, source: str = ""):
     counts = np.asarray(counts, dtype=np.int64)
     super().__init__(cdf_models.counts_to_cdf(counts, precision_bits), precision_bits)
     self.counts = counts
     self.source = source
 
   @classmethod
-  def estimate(cls, documents: Iterable[dict | bytes | str], precision_bits: int = 14,
+  def estimate(cls, documents: Iterable[dict | bytes | str], precision_bits: int = PRECISION_BITS,
                source: str = "") -> "StaticUnigramModel":
     """Counts symbols over documents (each followed by one EOS, as in the pipeline's runs)."""
     counts = np.zeros(sym.NUM_SYMBOLS, np.int64)

@@ -23,7 +23,7 @@ the text of its longest decodable prefix (found by bisection), never an exceptio
 Artifacts (loaded on first use, never at import): the static unigram JSON and the SentencePiece
 model come from the run in the data directory (`seqio_tasks.data`), found by the sha256 its
 manifest records; M1 methods load the M1 checkpoint with
-`neural_compression.m1.exact_engine.load_exact_model` and check it against the manifest's
+`neural_compression.m1.engine.load_exact_model` and check it against the manifest's
 m1_checksum. Equality and hashing are by (family, method name): the method defines the token
 space, and the manifest checksums make the artifacts behind one name unique.
 """
@@ -300,7 +300,7 @@ class M1ArithmeticVocabulary(CompressedTextVocabulary):
 
   def _build_compressor(self):
     # Imported here, and only for M1 methods: it pulls in the M1 engine.
-    from neural_compression.m1 import exact_engine
+    from neural_compression.m1 import engine as exact_engine
     checkpoint = self._m1_checkpoint or data.default_m1_checkpoint()
     manifest = self._manifest()
     want = manifest.get("m1_checksum")

@@ -7,7 +7,7 @@ import pytest
 from neural_compression import methods
 from neural_compression import static_unigram
 from neural_compression.baselines import sentencepiece_compressor as spc
-from neural_compression.m1 import exact_engine
+from neural_compression.m1 import engine as exact_engine
 from tests import m1_test_checkpoints
 from tests import pipeline_test_corpus as corpus_gen
 
@@ -23,9 +23,12 @@ def compressors(tmp_path_factory):
   names = ["equal_info_ac:b16:v65k", "equal_info_ac:b24:v256:paper", "ac:v256",
            "static_equal_info_ac:b32:v65k", "static_ac:v65k", "gzip:v256", "gzip:v65k",
            "bytes", "spm:v400"]
-  return {n: methods.build_compressor(methods.parse_method(n), m1_model=m1,
-                                      unigram_model=unigram, spm_model_proto=proto)
-          for n in names}
+  built = {n: methods.build_compressor(methods.parse_method(n), m1_model=m1,
+                                       unigram_model=unigram, spm_model_proto=proto)
+           for n in names}
+  for compressor in built.values():  # the first call may compile the coder: not a decode's time
+    compressor.decode(compressor.encode(np.arange(20, dtype=np.uint16)).tokens)
+  return built
 
 
 def token_streams(vocab: int, rng):

@@ -9,7 +9,7 @@ import pytest
 from neural_compression import arithmetic_compressors as acc
 from neural_compression import cdf_models
 from neural_compression import examples as ex
-from neural_compression.m1 import exact_engine as ee
+from neural_compression.m1 import engine as ee
 from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni
 from tests import m1_test_checkpoints as ckpts
@@ -55,11 +55,25 @@ def test_batch_size_and_row_order_do_not_change_any_cdf(checkpoint, contexts, re
                          batch)
 
 
-def test_cache_pruning_and_row_limits_do_not_change_any_cdf(checkpoint, contexts, reference):
-  model = ee.load_exact_model(checkpoint, backend="numpy", max_cached_nodes=50, max_rows=3)
+def test_cache_eviction_and_row_limits_do_not_change_any_cdf(checkpoint, contexts, reference):
+  small = ee.load_exact_model(checkpoint, backend="numpy").cache.node_bytes * 1100
+  model = ee.load_exact_model(checkpoint, backend="numpy", max_cache_bytes=small, max_rows=3)
   out = model.cdfs(contexts[::-1])[::-1]
   assert np.array_equal(out, reference)
-  assert model.stats["computed"] > 0
+  assert model.stats["computed"] > 0 and model.stats["evictions"] > 0
+  # Encoding through a session under the same small budget evicts mid-batch: same tokens.
+  examples = [c for c in contexts if len(c) > 20][:40]
+  want = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint), 16, 16).encode_batch(examples)
+  evictions = model.stats["evictions"]
+  got = acc.EqualInfoACCompressor(model, 16, 16).encode_batch(examples * 8)
+  assert model.stats["evictions"] > evictions
+  for g, w in zip(got, want * 8):
+    np.testing.assert_array_equal(g.tokens, w.tokens)
+
+
+def test_a_cache_below_its_minimum_is_refused(checkpoint):
+  with pytest.raises(ValueError, match="prefix cache"):
+    ee.load_exact_model(checkpoint, max_cache_bytes=1 << 20)
 
 
 def test_jax_backend_gives_identical_cdfs(checkpoint, contexts, reference):
@@ -185,3 +199,39 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
   single = acc.EqualInfoACCompressor(ee.load_exact_model(shipped, max_rows=1), 16, 16)
   for x, e in zip(examples, encoded):
     np.testing.assert_array_equal(single.decode(e.tokens), x)
+
+
+def test_a_decode_inside_a_jax_process_leaves_process_settings_as_found(checkpoint):
+  """Library code must not change process-wide settings (a vocabulary decoding inside a T5X
+  training process): jax_enable_x64 and the BLAS thread limits are as found after every call,
+  while the engine still computes single-threaded."""
+  jax = pytest.importorskip("jax")
+  import threadpoolctl
+
+  def blas_threads():
+    return sorted({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                   if p["user_api"] == "blas"})
+
+  docs = [d["text"] for d in corpus_gen.make_documents(2, seed=11)]
+  x = next(iter(ex.examples_from_documents(docs, example_symbols=300)))
+  tokens = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint, backend="numpy"), 16,
+                                     16).encode(x).tokens
+  x64 = bool(jax.config.jax_enable_x64)
+  seen = []
+  with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+    before = blas_threads()
+    for backend in ("numpy", "jax"):
+      model = ee.load_exact_model(checkpoint, backend=backend)
+      forward = model.engine.forward
+
+      def spy(*args, forward=forward):
+        seen.append(blas_threads())
+        return forward(*args)
+
+      model.engine.forward = spy
+      np.testing.assert_array_equal(acc.EqualInfoACCompressor(model, 16, 16).decode(tokens), x)
+      ac = acc.ArithmeticCodingCompressor(model, 16)
+      np.testing.assert_array_equal(ac.decode(ac.encode(x[:40]).tokens), x[:40])
+      assert bool(jax.config.jax_enable_x64) == x64, f"{backend} changed jax_enable_x64"
+      assert blas_threads() == before, f"{backend} left the BLAS thread limits changed"
+  assert seen and all(s == [1] for s in seen), "the engine's own BLAS cap no longer applies"

@@ -281,7 +281,7 @@ def test_data_dir_resolution_order(monkeypatch, run_dir):
 # --- M1 methods: only once the exact engine and its test checkpoints exist ---------------------
 @functools.lru_cache(maxsize=None)
 def make_m1_run():
-  pytest.importorskip("neural_compression.m1.exact_engine")
+  pytest.importorskip("neural_compression.m1.engine")
   m1_checkpoints = pytest.importorskip("tests.m1_test_checkpoints")
   from beam_pipeline import pipeline
   root = _tmpdir()

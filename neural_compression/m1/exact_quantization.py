@@ -4,7 +4,7 @@ The float model (numpy_inference.NumpyM1) cannot promise the same CDF on every d
 summation order, fused multiply-adds, transcendental functions and batch shapes all move the last
 bits. So the coder never sees float logits. This module turns the float weights, once, into
 integers and fixed multipliers (post-training quantization with calibration on train text); the
-exact engine (exact_engine.py) then computes every CDF from those integers with operations whose
+exact engine (m1/engine/) then computes every CDF from those integers with operations whose
 results are the same on any IEEE-754 machine. The exported arrays are stored next to the float
 weights (EXACT_FILE) with their sha256, so every platform loads identical integers.
 

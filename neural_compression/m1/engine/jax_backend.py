@@ -2,7 +2,9 @@
 
 One implementation, two backends: ExactM1 is written against an array module `xp`; here it runs
 with jax.numpy under jit, on a GPU when one is visible (or on the CPU, as the tests do). The
-integer steps need int64, so this backend turns on `jax_enable_x64` when it is first used.
+integer steps need int64, so every call of this backend runs inside `jax.enable_x64(True)`
+(`JaxBackend.scope`): the process's own `jax_enable_x64` setting (e.g. a T5X training loop
+decoding through a vocabulary) is never changed.
 Batches are padded to power-of-two rows and history lengths so that only a few shapes compile;
 padding rows have no history and are dropped, and never touch other rows' arithmetic.
 """
@@ -35,10 +37,14 @@ class JaxBackend:
 
   @staticmethod
   def _jnp():
-    import jax
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     return jnp
+
+  @staticmethod
+  def scope():
+    """64-bit integers for the duration of a `with` block (restored after it)."""
+    import jax
+    return jax.enable_x64(True)
 
   @classmethod
   def setup(cls):
@@ -72,8 +78,10 @@ def jitted_forward(engine):
     hv = [np.zeros((rp, tp) + tuple(x.shape[2:]), np.float32) for x in hist_v]
     for dst, src in zip(hk + hv, list(hist_k) + list(hist_v)):
       dst[:r, :t] = np.asarray(src)
-    new_k, new_v, cdf = fn(jnp.asarray(tok), tuple(jnp.asarray(x) for x in hk),
-                           tuple(jnp.asarray(x) for x in hv), jnp.asarray(hl))
-    return [x[:r] for x in new_k], [x[:r] for x in new_v], cdf[:r]
+    with JaxBackend.scope():
+      new_k, new_v, cdf = fn(jnp.asarray(tok), tuple(jnp.asarray(x) for x in hk),
+                             tuple(jnp.asarray(x) for x in hv), jnp.asarray(hl))
+      return ([np.asarray(x[:r]) for x in new_k], [np.asarray(x[:r]) for x in new_v],
+              np.asarray(cdf[:r]))
 
   return call

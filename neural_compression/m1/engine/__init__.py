@@ -1,0 +1,16 @@
+"""The exact M1 engine, split by concern.
+
+  integer_forward  the integer forward pass (why it is exact) and the numpy backend
+  jax_backend      the same forward jitted with JAX (GPU workers), 64-bit only in its scope
+  prefix_cache     the compiled prefix trie (KV + CDF per prefix) under a byte budget
+  lockstep         AC's whole-sequence sessions through one KV buffer
+  model            ExactM1Model: the batched CdfModel over all of it; load_exact_model
+  checkpoint       verifying and loading the exact export
+"""
+from neural_compression.m1.engine.checkpoint import (ExactCheckpointError, load_exact_arrays,
+                                                     verify_checkpoint)
+from neural_compression.m1.engine.integer_forward import EXACT_K, MAX_CONTEXT, ExactM1, NumpyBackend
+from neural_compression.m1.engine.lockstep import LockstepSession
+from neural_compression.m1.engine.model import (DEFAULT_CACHE_BYTES, ExactM1Model,
+                                                PrefixCacheSession, load_exact_model)
+from neural_compression.methods import PRECISION_BITS

@@ -1,0 +1,53 @@
+"""AC's fast path: many whole sequences advanced one position per step through one KV buffer."""
+from __future__ import annotations
+
+import numpy as np
+
+from neural_compression.m1 import numpy_inference as ni
+from neural_compression.m1.engine.integer_forward import MAX_CONTEXT
+
+
+class LockstepSession:
+  """Advances many whole sequences one position per step, for AC (no resets, long contexts).
+
+  Every row moves in lockstep, so the attention history of all rows is the same slice of one
+  persistent buffer and no per-step gathering is needed. Position i attends to positions
+  max(0, i - MAX_CONTEXT + 1) .. i exactly as through the prefix cache, so the CDFs are identical
+  to the prefix-cache path (a test checks it).
+  """
+
+  def __init__(self, model, rows: int):
+    self.model = model
+    self.engine = model.engine
+    c = self.engine.config
+    self._cap = 2 * MAX_CONTEXT
+    shape = (rows, self._cap, c.num_heads, c.head_dim)
+    self._k = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
+    self._v = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
+    self._start = 0  # absolute position of buffer slot 0
+    self.position = 0  # absolute position of the next input token
+    self.rows = rows
+
+  def step(self, tokens: np.ndarray | None) -> np.ndarray:
+    """Feeds one input token per row (None: BOS for every row, the first step; then each coded
+    symbol); returns the CDFs [rows, NUM_SYMBOLS + 1] of the symbol that follows."""
+    if tokens is None:
+      tokens = np.full(self.rows, ni.BOS, np.int64)
+    if self.position - self._start == self._cap:  # slide: keep the last MAX_CONTEXT - 1 slots
+      keep = MAX_CONTEXT - 1
+      for buf in self._k + self._v:
+        buf[:, :keep] = buf[:, self._cap - keep:]
+      self._start = self.position - keep
+    lo = max(self._start, self.position - (MAX_CONTEXT - 1)) - self._start
+    hi = self.position - self._start
+    hist_len = np.full(self.rows, hi - lo, np.int64)
+    with self.model.blas_scope():
+      new_k, new_v, cdfs = self.engine.forward(
+          np.asarray(tokens, np.int64), [b[:, lo:hi] for b in self._k],
+          [b[:, lo:hi] for b in self._v], hist_len)
+    for buf, new in zip(self._k + self._v, list(new_k) + list(new_v)):
+      buf[:, hi] = new
+    self.position += 1
+    return cdfs
+
+

@@ -1,0 +1,215 @@
+"""The exact engine's prefix cache: a compiled trie of window prefixes under a byte budget.
+
+One node per distinct prefix (context) holds the int8 keys and values of the prefix's last
+position and the CDF of the symbol after it. Nodes live in fixed arrays sized from a byte
+budget; a hash table maps (parent node, symbol) to the child. A node's parent always has a
+smaller id, so node order is a topological order of the trie.
+
+A *session* follows many rows (encoder windows, decoder windows) step by step: a row whose
+context grew by one symbol since the last step costs one hash lookup, a row whose context reset
+is at the root; any other context is walked from the root. Rows whose node is missing become one
+batch of new positions for the model (`misses`), computed together, each attending to its own
+cached history (`history`).
+
+Eviction (when a step would not find room): the least recently used half of the nodes is
+dropped, keeping every ancestor of a kept node and every node a session's row stands on; the
+survivors are compacted in id order and the table rebuilt. CDFs are a pure function of the
+prefix (exact engine), so eviction changes which positions are recomputed, never a CDF.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True)
+
+ROOT = 0  # the empty context: its position is the start-of-segment token
+_EMPTY = -1
+_SYMBOL_SLOTS = 512  # key = parent * 512 + symbol (NUM_SYMBOLS = 257 < 512)
+
+
+@_jit
+def _slot(key, mask):
+  # Fibonacci hashing: the top bits of key * 2**64 / golden ratio index the table.
+  h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+  return np.int64((h >> np.uint64(32)) ^ (h >> np.uint64(45))) & mask
+
+
+@_jit
+def _find(keys, values, key):
+  mask = keys.shape[0] - 1
+  i = _slot(key, mask)
+  while keys[i] != _EMPTY:
+    if keys[i] == key:
+      return values[i]
+    i = (i + 1) & mask
+  return -1
+
+
+@_jit
+def _insert(keys, values, key, value):
+  mask = keys.shape[0] - 1
+  i = _slot(key, mask)
+  while keys[i] != _EMPTY:
+    i = (i + 1) & mask
+  keys[i] = key
+  values[i] = value
+
+
+@_jit
+def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, keys,
+                values, last_use, stamp, num_nodes, pending, num_pending):
+  """Finds one row's context node, walking from its last node where the context extends it.
+
+  meta[:, 0] parent, meta[:, 1] symbol, meta[:, 2] depth. A missing node is created (invalid until
+  computed) and appended to `pending`; a row waiting on one gets -1 and keeps its deepest valid
+  node for the next round. The caller leaves room for one new node.
+  Returns (node or -1, num_nodes, num_pending, whether it was a hit without waiting).
+  """
+  if row_node[row] >= 0 and row_start[row] == start and row_len[row] <= length:
+    node, j = row_node[row], row_len[row]
+  else:
+    node, j = ROOT, 0
+  while j < length:
+    key = node * _SYMBOL_SLOTS + symbols[start + j]
+    child = _find(keys, values, key)
+    if child < 0:
+      child = num_nodes
+      num_nodes += 1
+      meta[child, 0] = node
+      meta[child, 1] = symbols[start + j]
+      meta[child, 2] = j + 1
+      valid[child] = False
+      last_use[child] = stamp
+      _insert(keys, values, key, child)
+      pending[num_pending] = child
+      num_pending += 1
+      break
+    if not valid[child]:
+      break
+    node = child
+    j += 1
+  row_node[row], row_start[row], row_len[row] = node, start, j
+  if j < length:
+    return -1, num_nodes, num_pending, False
+  last_use[node] = stamp
+  return node, num_nodes, num_pending, True
+
+
+@_jit
+def resolve(rows, starts, lengths, symbols, row_node, row_start, row_len, meta, valid, keys,
+            values, last_use, stamp, num_nodes, result, misses):
+  """resolve_row for many rows: result[i] is row rows[i]'s node or -1 (waiting); new nodes go to
+  `misses`. Returns (num_nodes, num_misses, num_hits)."""
+  num_misses = 0
+  hits = 0
+  for i in range(rows.shape[0]):
+    node, num_nodes, num_misses, hit = resolve_row(
+        rows[i], symbols, starts[i], lengths[i], row_node, row_start, row_len, meta, valid, keys,
+        values, last_use, stamp, num_nodes, misses, num_misses)
+    result[i] = node
+    hits += hit
+  return num_nodes, num_misses, hits
+
+
+@_jit
+def history(nodes, meta, max_history, hist_idx, hist_len, tokens, bos):
+  """Per new node: its input token and the ids of the nodes on its path (oldest first), the
+  last max_history of them (the attention window)."""
+  for m in range(nodes.shape[0]):
+    node = nodes[m]
+    if node == ROOT:
+      tokens[m] = bos
+      hist_len[m] = 0
+      continue
+    tokens[m] = meta[node, 1]
+    n = min(meta[node, 2], max_history)  # the path root..parent has depth(node) nodes
+    hist_len[m] = n
+    p = meta[node, 0]
+    for t in range(n - 1, -1, -1):
+      hist_idx[m, t] = p
+      p = meta[p, 0]
+
+
+@_jit
+def compact(num_nodes, threshold, pinned, meta, last_use, keys, values, kv_k, kv_v, cdfs,
+            row_nodes):
+  """Drops the nodes used before `threshold` (keeping ancestors of kept and `pinned` nodes),
+  compacts the rest in id order, remaps `row_nodes` (-1 where dropped) and rebuilds the table.
+  Returns the new node count."""
+  keep = last_use[:num_nodes] >= threshold
+  keep[ROOT] = True
+  for node in pinned:
+    if node >= 0:
+      keep[node] = True
+  for node in range(num_nodes - 1, 0, -1):
+    if keep[node]:
+      keep[meta[node, 0]] = True
+  new_id = np.full(num_nodes, -1, np.int64)
+  count = 0
+  for node in range(num_nodes):
+    if keep[node]:
+      new_id[node] = count
+      if count != node:
+        kv_k[:, count] = kv_k[:, node]
+        kv_v[:, count] = kv_v[:, node]
+        cdfs[count] = cdfs[node]
+        meta[count, 1] = meta[node, 1]
+        meta[count, 2] = meta[node, 2]
+        last_use[count] = last_use[node]
+      meta[count, 0] = new_id[meta[node, 0]] if node != ROOT else -1
+      count += 1
+  for i in range(row_nodes.shape[0]):
+    if row_nodes[i] >= 0:
+      row_nodes[i] = new_id[row_nodes[i]]
+  keys[:] = _EMPTY
+  for node in range(1, count):
+    _insert(keys, values, meta[node, 0] * _SYMBOL_SLOTS + meta[node, 1], node)
+  return count
+
+
+class PrefixCache:
+  """The node arrays of the trie (see module docstring), sized from `max_bytes`."""
+
+  def __init__(self, layers: int, heads: int, head_dim: int, cdf_len: int, max_bytes: int):
+    self.node_bytes = (2 * layers * heads * head_dim  # int8 keys and values
+                       + 4 * cdf_len  # int32 CDF
+                       + 8 * 3 + 8 + 1  # meta, last use, valid
+                       + 2 * 2 * 8)  # hash table slots (load <= 1/2)
+    self.capacity = int(max_bytes // self.node_bytes)
+    if self.capacity < 1024:
+      raise ValueError(f"a prefix cache of {max_bytes:,} bytes holds {self.capacity} nodes of "
+                       f"{self.node_bytes:,} bytes; give it at least {1024 * self.node_bytes:,}")
+    self.max_bytes = max_bytes
+    self.zero_slot = self.capacity  # all-zero keys and values: the padding of short histories
+    self.kv_k = np.zeros((layers, self.capacity + 1, heads, head_dim), np.int8)
+    self.kv_v = np.zeros_like(self.kv_k)
+    self.cdfs = np.zeros((self.capacity, cdf_len), np.int32)
+    self.meta = np.zeros((self.capacity, 3), np.int64)
+    self.meta[ROOT] = (-1, 0, 0)
+    self.last_use = np.zeros(self.capacity, np.int64)
+    self.valid = np.zeros(self.capacity, np.bool_)
+    table = 1 << (2 * self.capacity - 1).bit_length()
+    self.keys = np.full(table, _EMPTY, np.int64)
+    self.values = np.zeros(table, np.int64)
+    self.num_nodes = 1  # the root, computed on first use
+    self.stamp = 0
+    self.generation = 0  # bumped by every eviction: sessions then forget their rows' nodes
+    self.evictions = 0
+    self.pending: list[np.ndarray] = []  # created nodes waiting for their forward (sessions)
+
+  def make_room(self, needed: int, pinned: np.ndarray) -> None:
+    """Evicts until `needed` more nodes fit; `pinned` nodes (and their ancestors) stay."""
+    if self.num_nodes + needed <= self.capacity:
+      return
+    stamps = np.unique(self.last_use[:self.num_nodes])
+    for threshold in (stamps[len(stamps) // 2], stamps[-1], self.stamp + 1):
+      self.num_nodes = compact(self.num_nodes, threshold, pinned, self.meta, self.last_use,
+                               self.keys, self.values, self.kv_k, self.kv_v, self.cdfs, pinned)
+      self.generation += 1
+      self.evictions += 1
+      if self.num_nodes + needed <= self.capacity:
+        return
+    raise MemoryError(f"the prefix cache ({self.max_bytes:,} bytes, {self.capacity:,} nodes) "
+                      f"cannot hold the {self.num_nodes:,} prefixes that {len(pinned)} rows stand "
+                      f"on plus {needed:,} new ones: raise the cache budget or lower the rows")
