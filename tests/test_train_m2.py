@@ -1,4 +1,4 @@
-"""The M2 trainer (seqio_tasks.train_m2) on a tiny real pipeline run, read through SeqIO."""
+"""The M2 trainer (neural_compression.m2.train) on a tiny real pipeline run, read through SeqIO."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import seqio
 
-from seqio_tasks import train_m2
+from neural_compression.m2 import train as train_m2
 from tests.test_seqio_tasks import M2_LENGTH
 
 TASK = "c4_bytes"
