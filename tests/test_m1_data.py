@@ -21,7 +21,7 @@ from tests.test_seqio_tasks import EXAMPLE_BYTES, _tmpdir, job_args, source_exam
 @functools.lru_cache(maxsize=None)
 def make_bytes_run():
   """A job run with --methods=bytes keeping whole examples; returns (output_dir, source
-  examples by id). Built once per session (the two-step flow test reuses it)."""
+  examples by id, input glob). Built once per session (the two-step flow test reuses it)."""
   from beam_pipeline import pipeline
   root = _tmpdir()
   docs = corpus_gen.make_documents(60, seed=11, mean_words=120)
@@ -29,7 +29,7 @@ def make_bytes_run():
   out = root / "bytes_run"
   pipeline.run(job_args(pattern, str(out), ["bytes"], "--m2_mode=split",
                         f"--m2_length={EXAMPLE_BYTES}", "--num_shards=3"))
-  return str(out), source_examples(docs)
+  return str(out), source_examples(docs), pattern
 
 
 def _key(x: np.ndarray) -> bytes:
@@ -37,7 +37,7 @@ def _key(x: np.ndarray) -> bytes:
 
 
 def test_job_records_read_back_every_example_whole():
-  out, source = make_bytes_run()
+  out, source, _ = make_bytes_run()
   for split in ("train", "validation"):
     records = m1_data.job_records(out, split)
     assert 1 <= len(records.files) <= 3 and all(f.startswith(out) for f in records.files)
@@ -49,7 +49,7 @@ def test_job_records_read_back_every_example_whole():
 
 
 def test_hosts_read_disjoint_shares_that_cover_the_split():
-  out, _ = make_bytes_run()
+  out, _, _ = make_bytes_run()
   records = m1_data.job_records(out, "train")
   everything = collections.Counter(map(_key, m1_data.read_examples(records)))
   for hosts in (2, 5):  # 5 hosts > 3 files: records, not files, are dealt out
@@ -67,7 +67,7 @@ def _batches(source, count, **kw):
 
 
 def test_batches_are_deterministic_windows_of_the_records_and_resume_mid_epoch(tmp_path):
-  out, source = make_bytes_run()
+  out, source, _ = make_bytes_run()
   records = m1_data.job_records(out, "train")
   kw = dict(seq_len=64, batch_size=8, seed=3, reset_fraction=0.25, reset_max_len=5,
             example_shuffle=4, window_shuffle=16)
