@@ -130,3 +130,14 @@ def test_data_parallel_over_two_devices_matches_one(tmp_path):
   one = m1_train.train(m1_train.parse_args(["--out_dir", str(tmp_path / "one")] + flags),
                        log=lambda msg: None)["history"]
   np.testing.assert_allclose(two, [round(h[1], 4) for h in one], atol=2e-4)
+
+
+def test_microbatches_compute_the_same_update(tmp_path):
+  """--microbatches splits the batch's rows for memory; the losses and weights stay the same."""
+  one = run(tiny_args(tmp_path / "one", steps=3, final_eval_examples=0))
+  four = run(tiny_args(tmp_path / "four", steps=3, final_eval_examples=0, microbatches=4))
+  np.testing.assert_allclose([h[1] for h in four["history"]], [h[1] for h in one["history"]],
+                             rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(one["params"]),
+                  jax.tree_util.tree_leaves(four["params"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

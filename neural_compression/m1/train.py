@@ -51,6 +51,7 @@ class TrainArgs:
   size: str = m1_config.DEFAULT_SIZE
   seq_len: int = 1024
   batch_size: int = 128  # global rows per update (all hosts and devices together)
+  microbatches: int = 1  # the update computed from this many slices of the batch (less memory)
   optimizer: str = "adafactor"
   lr_base: float = 1.0
   warmup_steps: int = 10_000
@@ -141,7 +142,8 @@ def train(args: TrainArgs, train_source=None, validation_source=None, log=print)
       num_hosts=parallel.num_hosts, host=parallel.host, example_shuffle=args.example_shuffle,
       window_shuffle=args.window_shuffle)
   train_step, opt_init = training.compiled_train_step(
-      config, args.optimizer, args.lr_base, args.warmup_steps, args.grad_clip, args.z_loss)
+      config, args.optimizer, args.lr_base, args.warmup_steps, args.grad_clip, args.z_loss,
+      args.microbatches)
   params = transformer_model.init_params(config, args.seed)
   state = training.LoopState(params, opt_init(params))
   if args.resume and (path := training.latest_state(out_dir)) is not None:

@@ -77,19 +77,61 @@ def make_optimizer(name: str, schedule, grad_clip: float):
   return opt
 
 
+def _loss_sums(params, batch, model, z_loss):
+  """(weighted sum of ce + z-loss terms, (weighted ce sum nats, weight sum)) over a microbatch."""
+  logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"])
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
+  w = batch["weights"]
+  ce = ((lse - target_logit) * w).sum()
+  return ce + z_loss * (jnp.square(lse) * w).sum(), (ce, w.sum())
+
+
 @functools.lru_cache(maxsize=8)
 def compiled_train_step(config: TransformerConfig, optimizer_name: str, lr_base: float,
-                        warmup_steps: int, grad_clip: float, z_loss: float):
+                        warmup_steps: int, grad_clip: float, z_loss: float,
+                        microbatches: int = 1):
   """Returns jitted (train_step(params, opt_state, batch) -> (params, opt_state, loss, ce,
   weight), optimizer init); cached so that repeated trainings with the same settings (resumes,
-  tests) reuse the compiled executables."""
+  tests) reuse the compiled executables.
+
+  microbatches > 1 computes the same update (the gradient of the batch's mean loss) from that
+  many slices of the batch's rows in sequence (rows j, j + m, j + 2m, ...: every slice spans all
+  devices), so activation memory shrinks m-fold; the batch size must divide by m.
+  """
   model = transformer_model.DecoderTransformer(config)
   optimizer = make_optimizer(optimizer_name, rsqrt_schedule(lr_base, warmup_steps), grad_clip)
+  if microbatches < 1:
+    raise ValueError(f"microbatches must be >= 1, got {microbatches}")
+
+  def grads_and_loss(params, batch):
+    if microbatches == 1:
+      grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+      return grad_fn(params, batch, model, z_loss)
+    rows = batch["inputs"].shape[0]
+    if rows % microbatches:
+      raise ValueError(f"batch of {rows} rows does not split into {microbatches} microbatches")
+    micro = jax.tree_util.tree_map(
+        lambda x: x.reshape((rows // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1),
+        batch)
+    grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
+
+    def body(carry, mb):
+      (loss, (ce, weight)), grads = grad_fn(params, mb, model, z_loss)
+      acc_grads, acc_loss, acc_ce, acc_weight = carry
+      return (jax.tree_util.tree_map(jnp.add, acc_grads, grads), acc_loss + loss, acc_ce + ce,
+              acc_weight + weight), None
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    (grads, loss, ce, weight), _ = jax.lax.scan(
+        body, (zeros, jnp.float32(0), jnp.float32(0), jnp.float32(0)), micro)
+    denom = jnp.maximum(weight, 1.0)
+    return (loss / denom, (ce / denom, weight)), jax.tree_util.tree_map(
+        lambda g: g / denom, grads)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def train_step(params, opt_state, batch):
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (ce, weight)), grads = grad_fn(params, batch, model, z_loss)
+    (loss, (ce, weight)), grads = grads_and_loss(params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, ce, weight
   return train_step, jax.jit(optimizer.init)
