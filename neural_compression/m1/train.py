@@ -29,7 +29,6 @@ import shlex
 import time
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from neural_compression import examples as ex
@@ -248,15 +247,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  args = parse_args(argv)
-  import tensorflow as tf  # the input pipeline only: keep TensorFlow off the accelerators
-  tf.config.set_visible_devices([], "GPU")
-
-  def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-  log(f"devices {jax.devices()}; args {dataclasses.asdict(args)}")
-  summary = train(args, log=log)
-  log(f"done at step {summary['step']}; eval {summary['eval']}")
+  training.main_for(train, parse_args(argv), lambda s: f"done at step {s['step']}; eval {s['eval']}")
 
 
 if __name__ == "__main__":

@@ -286,15 +286,7 @@ def parse_args(argv: Sequence[str] | None = None) -> M2Args:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  args = parse_args(argv)
-  import tensorflow as tf  # the input pipeline only: keep TensorFlow off the accelerators
-  tf.config.set_visible_devices([], "GPU")
-
-  def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-  log(f"devices {jax.devices()}; args {dataclasses.asdict(args)}")
-  summary = train(args, log=log)
-  log(f"done at step {summary['steps']}: {summary['final']}")
+  training.main_for(train, parse_args(argv), lambda s: f"done at step {s['steps']}: {s['final']}")
 
 
 if __name__ == "__main__":

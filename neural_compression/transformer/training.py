@@ -40,17 +40,22 @@ from neural_compression.transformer.config import TransformerConfig
 LN2 = math.log(2.0)
 
 
-def loss_fn(params, batch, model, z_loss):
-  """Returns (loss, (cross-entropy nats/token, weight sum)); weights mask padding targets."""
+def _loss_sums(params, batch, model, z_loss):
+  """(weighted sum of ce + z-loss terms, (weighted ce sum nats, weight sum)) over a batch."""
   logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"])
   logits = logits.astype(jnp.float32)
   lse = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
   w = batch["weights"]
-  denom = jnp.maximum(w.sum(), 1.0)
-  ce = ((lse - target_logit) * w).sum() / denom
-  z = (jnp.square(lse) * w).sum() / denom
-  return ce + z_loss * z, (ce, w.sum())
+  ce = ((lse - target_logit) * w).sum()
+  return ce + z_loss * (jnp.square(lse) * w).sum(), (ce, w.sum())
+
+
+def loss_fn(params, batch, model, z_loss):
+  """Returns (loss, (cross-entropy nats/token, weight sum)); weights mask padding targets."""
+  total, (ce, weight) = _loss_sums(params, batch, model, z_loss)
+  denom = jnp.maximum(weight, 1.0)
+  return total / denom, (ce / denom, weight)
 
 
 def rsqrt_schedule(lr_base: float, warmup_steps: int, xp=jnp):
@@ -75,17 +80,6 @@ def make_optimizer(name: str, schedule, grad_clip: float):
   if grad_clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
   return opt
-
-
-def _loss_sums(params, batch, model, z_loss):
-  """(weighted sum of ce + z-loss terms, (weighted ce sum nats, weight sum)) over a microbatch."""
-  logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"])
-  logits = logits.astype(jnp.float32)
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
-  w = batch["weights"]
-  ce = ((lse - target_logit) * w).sum()
-  return ce + z_loss * (jnp.square(lse) * w).sum(), (ce, w.sum())
 
 
 @functools.lru_cache(maxsize=8)
@@ -312,3 +306,17 @@ def parse_dataclass_args(cls, argv: Sequence[str] | None, description: str, prog
   ns = parser.parse_args(argv)
   return cls(**vars(ns), command=f"{program} " + " ".join(
       shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+
+
+def main_for(train_fn, args, done: Callable[[dict], str]) -> dict:
+  """A trainer's entry point: TensorFlow (the input pipelines only) kept off the accelerators,
+  timestamped log lines, train_fn(args, log=...) run; `done(summary)` is the last line."""
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+
+  def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+  log(f"devices {jax.devices()}; args {dataclasses.asdict(args)}")
+  summary = train_fn(args, log=log)
+  log(done(summary))
+  return summary
