@@ -223,7 +223,11 @@ def _iter_decompressed(raw, compression_type: str) -> Iterator[bytes]:
       buf = raw.read(_READ_CHUNK_BYTES)
       if not buf:
         if not consumed_any:
-          return  # An empty file is an empty stream, as for Python's gzip.
+          # Python's gzip reads a zero-byte file as empty, but no compressor writes one (an
+          # empty gzip stream is 20 bytes): it is a file truncated to nothing.
+          raise _CorruptStreamError(
+              f"zero-byte {compression_type} file: not a valid compressed stream "
+              "(truncated to nothing)")
         raise _CorruptStreamError(
             "compressed stream ended before its end-of-stream marker "
             "(truncated file)")

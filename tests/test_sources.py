@@ -130,7 +130,9 @@ def test_decompress_roundtrip_members_and_truncation(compression):
   blob = compress(payload)
   assert b"".join(sources._iter_decompressed(_Reader(blob), compression)) == (
       payload)
-  assert list(sources._iter_decompressed(_Reader(b""), compression)) == []
+  # A zero-byte compressed file is a file truncated to nothing (no compressor writes one).
+  with pytest.raises(sources._CorruptStreamError, match="zero-byte"):
+    list(sources._iter_decompressed(_Reader(b""), compression))
   with pytest.raises(sources._CorruptStreamError):
     list(sources._iter_decompressed(_Reader(blob[:len(blob) - 3]),
                                     compression))
