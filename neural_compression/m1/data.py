@@ -63,6 +63,8 @@ class InMemoryExamples:
   """Examples as symbol arrays (int, values 0..256), e.g. the embedded corpus."""
   examples: tuple[np.ndarray, ...]
   description: str = "examples in memory"
+  docs_per_run: int = ex.DOCS_PER_RUN  # how the examples were cut (for model cards)
+  example_symbols: int = ex.EXAMPLE_SYMBOLS
 
   @classmethod
   def from_documents(cls, documents: Sequence[np.ndarray], description: str,
@@ -73,7 +75,8 @@ class InMemoryExamples:
     for r in range(0, len(documents), docs_per_run):
       run = np.concatenate([np.asarray(d) for d in documents[r:r + docs_per_run]])
       out.extend(ex.cut_examples(run, example_symbols))
-    return cls(tuple(np.asarray(e, np.int32) for e in out), description)
+    return cls(tuple(np.asarray(e, np.int32) for e in out), description, docs_per_run,
+               example_symbols)
 
   @property
   def num_symbols(self) -> int:
@@ -88,6 +91,8 @@ class JobRecords:
   files: tuple[str, ...]
   num_records: int
   num_symbols: int  # symbols (bytes + EOS) in the split's records, from stats.json
+  docs_per_run: int = ex.DOCS_PER_RUN  # the run's --docs_per_run and --example_bytes
+  example_symbols: int = ex.EXAMPLE_SYMBOLS
 
   @property
   def description(self) -> str:
@@ -150,7 +155,9 @@ def job_records(output_dir: str, split: str, checksums: bool = False) -> JobReco
   with tf.io.gfile.GFile(posixpath.join(output_dir, layout.STATS), "rb") as f:
     stats = json.loads(f.read())
   symbols = int(stats[BYTES_SLUG][split]["m2_raw_bytes"])
-  return JobRecords(output_dir, split, files, sum(int(i["records"]) for i in infos), symbols)
+  return JobRecords(output_dir, split, files, sum(int(i["records"]) for i in infos), symbols,
+                    int(flags.get("docs_per_run", ex.DOCS_PER_RUN)),
+                    int(flags.get("example_bytes", ex.EXAMPLE_SYMBOLS)))
 
 
 def _parse_symbols(serialized):

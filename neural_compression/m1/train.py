@@ -112,12 +112,10 @@ def _data_prefix(out_dir: pathlib.Path, step: int, host: int) -> str:
 
 
 def _drop_old_data_states(out_dir: pathlib.Path, host: int, keep_steps: set[int]) -> None:
-  for path in out_dir.glob(f"data_*_host{host}*"):
+  """Deletes this host's saved data positions of steps whose training state is gone."""
+  for path in out_dir.glob(f"data_*_host{host}.*"):
     if int(path.name.split("_")[1]) not in keep_steps:
       path.unlink()
-  checkpoint_index = out_dir / "checkpoint"  # tf.train.Checkpoint.write writes none; be safe
-  if checkpoint_index.exists():
-    checkpoint_index.unlink()
 
 
 def train(args: TrainArgs, train_source=None, validation_source=None, log=print) -> dict:
@@ -185,8 +183,8 @@ def train(args: TrainArgs, train_source=None, validation_source=None, log=print)
     return {
         "size": args.size, "config": json.dumps(config.to_dict(), sort_keys=True),
         "data": f"{train_source.description}, EOS after every document, runs of "
-                f"{args.docs_per_run if isinstance(train_source, m1_data.InMemoryExamples) else 'the job'}"
-                f" documents, {args.seq_len}-symbol windows, {args.reset_fraction:.0%} reset rows "
+                f"{train_source.docs_per_run} documents, {train_source.example_symbols}-symbol "
+                f"examples, {args.seq_len}-symbol windows, {args.reset_fraction:.0%} reset rows "
                 f"(segments of 1..{args.reset_max_len})",
         "validation_data": validation_source.description,
         "context_length": args.seq_len,
