@@ -115,8 +115,11 @@ def test_bad_arguments_are_rejected(tmp_path):
 
 def test_data_parallel_over_two_devices_matches_one(tmp_path):
   """The CLI on 2 (virtual CPU) devices shards the batch and computes the same losses."""
-  # Same settings and shapes as tiny_args, so the in-process run reuses the compiled step.
-  flags = ["--size", "tiny", "--seq_len", "32", "--batch_size", "8", "--steps", "3",
+  # Same settings and shapes as tiny_args, so the in-process run reuses the compiled step; the
+  # data is a small bytes run of the job (the embedded corpus would make this test slow).
+  from tests.test_m1_data import make_bytes_run
+  bytes_run, _, _ = make_bytes_run()
+  flags = ["--data_dir", bytes_run, "--size", "tiny", "--seq_len", "32", "--batch_size", "8", "--steps", "3",
            "--optimizer", "adam", "--lr_base", "0.1", "--warmup_steps", "10", "--log_every", "1",
            "--eval_every", "0", "--final_eval_examples", "0", "--reset_eval_segments", "0",
            "--export_exact", "0", "--validation_examples", "1"]
@@ -124,7 +127,7 @@ def test_data_parallel_over_two_devices_matches_one(tmp_path):
              JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-m", "neural_compression.m1.train", "--out_dir",
                         str(tmp_path / "two")] + flags, env=env, capture_output=True, text=True,
-                       check=True, timeout=120).stdout
+                       check=True, timeout=600).stdout
   assert "CpuDevice(id=1)" in out
   two = [float(line.split(" loss ")[1].split()[0]) for line in out.splitlines() if " loss " in line]
   one = m1_train.train(m1_train.parse_args(["--out_dir", str(tmp_path / "one")] + flags),
