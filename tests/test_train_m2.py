@@ -108,8 +108,10 @@ def test_m1_flops_use_the_size_of_the_m1_that_compressed_the_run(tmp_path):
   small = m1_test_checkpoints.make_checkpoint(tmp_path / "small_m1")
   run = tmp_path / "run"
   run.mkdir()
+  from neural_compression import run_manifest
   (run / "manifest.json").write_text(json.dumps(
-      {"m1_checksum": task_data.directory_checksum(str(small))}))
+      {"format": run_manifest.FORMAT, "version": run_manifest.VERSION, "files": [],
+       "run_files": [], "m1_checksum": task_data.directory_checksum(str(small))}))
   args = _args(tmp_path / "out", m1_checkpoint=str(small))
   assert train_m2.m1_non_embedding_params(args, str(run)) == (
       m1_test_checkpoints.SMALL.non_embedding_params())
