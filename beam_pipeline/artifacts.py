@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
-import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -104,48 +104,117 @@ def sources_options(opts, split: str) -> dict:
           "invalid_utf8": opts.invalid_utf8}
 
 
-def _in_spm_sample(doc: dict, permille: int) -> bool:
-  return int(hashlib.sha256(doc["text"].encode()).hexdigest()[:8], 16) % 1000 < permille
+class BoundedSample(beam.CombineFn):
+  """Documents -> those of smallest digest (`document_digest`) whose texts fit a byte budget.
+
+  The result is the longest prefix, in digest order, of all the documents whose UTF-8 texts
+  total at most `budget_bytes` (documents of equal digest, duplicates, are in or out together):
+  a hash sample that depends on the documents only, never on
+  bundling, worker count or runner. An accumulator holds its own documents' prefix and the
+  digest of the first document it dropped (its cutoff); merged, every document at or above the
+  smallest cutoff is out, which makes partial prefixes add up to exactly the global one. Memory
+  per accumulator is bounded by twice the budget. Output: {'texts': [...] in digest order,
+  'documents', 'bytes', 'content_sha256'}.
+  """
+
+  def __init__(self, budget_bytes: int):
+    self._budget = budget_bytes
+
+  def _trim(self, items: list, total: int, cutoff):
+    """(items, bytes, cutoff) with items below the cutoff, their prefix within the budget."""
+    if cutoff is not None:
+      items = [item for item in items if item[0] < cutoff]
+      total = sum(item[2] for item in items)
+    if total <= self._budget:
+      return items, total, cutoff
+    items.sort()
+    kept, size = [], 0
+    for item in items:
+      if size + item[2] > self._budget:
+        cutoff = item[0] if cutoff is None else min(cutoff, item[0])
+        # Documents of equal digest (a duplicated line) stand or fall together.
+        while kept and kept[-1][0] == cutoff:
+          size -= kept.pop()[2]
+        break
+      kept.append(item)
+      size += item[2]
+    return kept, size, cutoff
+
+  def create_accumulator(self):
+    return [], 0, None
+
+  def add_input(self, acc, doc):
+    items, total, cutoff = acc
+    key = document_digest(doc)
+    if cutoff is not None and key >= cutoff:
+      return acc  # cannot be in the sample any more
+    n = len(doc["text"].encode("utf-8"))
+    items.append((key, doc["text"], n))
+    total += n
+    # Trimmed only past twice the budget, so that adding stays O(log n) a document, amortized.
+    return self._trim(items, total, cutoff) if total > 2 * self._budget else (items, total, cutoff)
+
+  def merge_accumulators(self, accs):
+    items, total, cutoffs = [], 0, []
+    for part, size, cutoff in accs:
+      items += part
+      total += size
+      if cutoff is not None:
+        cutoffs.append(cutoff)
+    return self._trim(items, total, min(cutoffs) if cutoffs else None)
+
+  def extract_output(self, acc):
+    items = sorted(self._trim(*acc)[0])
+    digest = sum(key for key, _, _ in items) % (1 << 256)  # as _Fingerprint's
+    return {"texts": [text for _, text, _ in items], "documents": len(items),
+            "bytes": sum(n for _, _, n in items), "content_sha256": f"{digest:064x}"}
 
 
 def _estimate(opts, pipeline_options, work_dir: str, want_unigram: bool, want_spm: bool) -> dict:
-  """One Beam pass over the train split: fingerprints, unigram counts, the spm sample's text."""
-  permille = opts.spm_train_docs_permille
+  """One Beam pass over the train split: fingerprints, unigram counts, the spm training sample."""
   out_path = posixpath.join(work_dir, "estimates.json")
   with beam.Pipeline(options=pipeline_options) as p:
     docs = _train_documents(p, opts)
-    parts = []
+    parts = [docs | "Fingerprint" >> beam.CombineGlobally(_Fingerprint())
+             | "KeyFingerprint" >> beam.Map(lambda v: ("train", v))]
     if want_unigram:
-      parts.append(docs | "Fingerprint" >> beam.CombineGlobally(_Fingerprint())
-                   | "KeyFingerprint" >> beam.Map(lambda v: ("unigram_from", v)))
       parts.append(docs | "CountSymbols" >> beam.CombineGlobally(_CountSymbols())
                    | "KeyCounts" >> beam.Map(lambda v: ("counts", v)))
     if want_spm:
-      sample = docs | "SampleForSpm" >> beam.Filter(_in_spm_sample, permille)
-      parts.append(sample | "SampleFingerprint" >> beam.CombineGlobally(_Fingerprint())
-                   | "KeySample" >> beam.Map(lambda v: ("spm_from", v)))
-      _ = (sample | "SpmTexts" >> beam.Map(lambda d: d["text"])
-           | "WriteSpmText" >> beam.io.WriteToText(posixpath.join(work_dir, "spm_text", "part")))
+      parts.append(docs | "SampleForSpm" >> beam.CombineGlobally(
+          BoundedSample(opts.spm_train_bytes)) | "KeySample" >> beam.Map(lambda v: ("spm", v)))
     _ = (parts | "AllEstimates" >> beam.Flatten() | "Gather" >> beam.combiners.ToDict()
          | "Write" >> beam.Map(lambda d: output_dir_lib.write_file(
              out_path, json.dumps(d, sort_keys=True).encode())))
   return json.loads(read_bytes(out_path))
 
 
-def _spm_training_text(work_dir: str, local_path: str) -> int:
-  """Concatenates the written sample into one local file; returns its size in bytes."""
-  size = 0
-  with open(local_path, "wb") as f:
-    for match in sorted(m.path for m in FileSystems.match(
-        [posixpath.join(work_dir, "spm_text", "part*")])[0].metadata_list):
-      data = read_bytes(match)
-      size += len(data)
-      f.write(data)
-  return size
+def _recorded_path(opts, path: str) -> str:
+  """An artifact's path as the manifest records it: relative to --output_dir when inside it
+  (so a copied run finds it), else absolute."""
+  if "://" in path:
+    return path
+  try:
+    rel = rm.relative_path(os.path.abspath(opts.output_dir), os.path.abspath(path))
+  except ValueError:
+    return os.path.abspath(path)
+  return rel if rm.is_inside(rel) else os.path.abspath(path)
 
 
-def _given(path: str, data: bytes) -> dict:
-  return {"given": path, "sha256": hashlib.sha256(data).hexdigest()}
+def _cache_copy(cache_dir: str, name: str, data: bytes) -> str:
+  """Writes `data` under `name` in the cache unless an identical file is there; returns its path."""
+  path = posixpath.join(cache_dir, name)
+  if not FileSystems.exists(path) or read_bytes(path) != data:
+    output_dir_lib.write_file(path, data)
+  return path
+
+
+def _given(opts, cache_dir: str, flag_path: str, data: bytes, prefix: str, suffix: str) -> dict:
+  """Provenance of an artifact given by flag; a copy goes into the cache, so the run keeps it
+  even if the given file moves."""
+  digest = hashlib.sha256(data).hexdigest()
+  copy = _cache_copy(cache_dir, f"{prefix}-{digest[:12]}{suffix}", data)
+  return {"given": flag_path, "sha256": digest, "file": _recorded_path(opts, copy)}
 
 
 def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
@@ -157,11 +226,13 @@ def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
   out = {"static_unigram_json": None, "spm_model_proto": None, "provenance": {}}
   if need_unigram and opts.static_unigram:
     out["static_unigram_json"] = read_bytes(opts.static_unigram).decode()
-    out["provenance"]["static_unigram"] = _given(opts.static_unigram,
-                                                 out["static_unigram_json"].encode())
+    out["provenance"]["static_unigram"] = _given(
+        opts, cache_dir, opts.static_unigram, out["static_unigram_json"].encode(),
+        "static_unigram", ".json")
   if spm_specs and opts.spm_model:
     out["spm_model_proto"] = read_bytes(opts.spm_model)
-    out["provenance"]["spm"] = _given(opts.spm_model, out["spm_model_proto"])
+    out["provenance"]["spm"] = _given(opts, cache_dir, opts.spm_model, out["spm_model_proto"],
+                                      f"spm_v{spm_specs[0].spm_vocab_size}", ".model")
   want_unigram = need_unigram and out["static_unigram_json"] is None
   want_spm = bool(spm_specs) and out["spm_model_proto"] is None
   if not (want_unigram or want_spm):
@@ -174,14 +245,26 @@ def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
     if want_unigram:
       _unigram(opts, cache_dir, estimates, out)
     if want_spm:
-      _spm(opts, cache_dir, work_dir, spm_specs[0].spm_vocab_size, estimates, out)
+      _spm(opts, cache_dir, spm_specs[0].spm_vocab_size, estimates, out)
   finally:
     output_dir_lib.remove_tree(work_dir)
   return out
 
 
+def _cached_model(path: str) -> bytes | None:
+  """A cached model whose bytes match the sha256 written beside it when it was trained; None
+  (retrain) if either file is missing or they disagree (a damaged or swapped cache entry)."""
+  if not (FileSystems.exists(path) and FileSystems.exists(path + ".sha256")):
+    return None
+  proto = read_bytes(path)
+  if hashlib.sha256(proto).hexdigest() != read_bytes(path + ".sha256").decode().strip():
+    logging.warning("cached %s does not match its recorded sha256: training it again", path)
+    return None
+  return proto
+
+
 def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
-  source = estimates["unigram_from"]
+  source = estimates["train"]
   if not source["documents"]:
     raise ConfigError("the train split has no documents to estimate StaticAC's unigram model "
                       "on: give more input, a lower --validation_percent, or --static_unigram")
@@ -191,40 +274,39 @@ def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
       source=f"train split, {source['documents']} documents, content {source['content_sha256']}")
   text = model.to_json()
   digest = hashlib.sha256(text.encode()).hexdigest()
-  path = posixpath.join(cache_dir, f"static_unigram-{digest[:12]}.json")
-  if not FileSystems.exists(path):
-    output_dir_lib.write_file(path, text.encode())
+  # Rewritten if a damaged copy is there: SeqIO readers find the run's model by its sha256.
+  path = _cache_copy(cache_dir, f"static_unigram-{digest[:12]}.json", text.encode())
   out["static_unigram_json"] = text
-  out["provenance"]["static_unigram"] = {"sha256": digest, "file": path,
+  out["provenance"]["static_unigram"] = {"sha256": digest, "file": _recorded_path(opts, path),
                                          "estimated_from": {"split": "train", **source}}
 
 
-def _spm(opts, cache_dir: str, work_dir: str, vocab: int, estimates: dict, out: dict) -> None:
-  sample = estimates["spm_from"]
+def _spm(opts, cache_dir: str, vocab: int, estimates: dict, out: dict) -> None:
+  sample = estimates["spm"]
   if not sample["documents"] or not sample["bytes"]:
     raise ConfigError(
-        f"SentencePiece (spm:v{vocab}) has no train text to learn from: the train split's "
-        f"sample ({opts.spm_train_docs_permille} per mille of its documents) is empty. Give "
-        "more input, raise --spm_train_docs_permille, lower --validation_percent, or pass "
-        "--spm_model")
+        f"SentencePiece (spm:v{vocab}) has no train text to learn from: the train split has "
+        f"{estimates['train']['documents']} documents and none fits --spm_train_bytes="
+        f"{opts.spm_train_bytes}. Give more input, raise --spm_train_bytes, lower "
+        "--validation_percent, or pass --spm_model")
   key = hashlib.sha256(json.dumps(
       [sample["content_sha256"], sample["documents"], vocab, SPM_RECIPE_VERSION]).encode())
   path = posixpath.join(cache_dir, f"spm_v{vocab}-{key.hexdigest()[:12]}.model")
-  if FileSystems.exists(path):
-    proto = read_bytes(path)
-  else:
+  proto = _cached_model(path)
+  if proto is None:
     from neural_compression.baselines import sentencepiece_compressor as spc
-    with tempfile.TemporaryDirectory() as tmp:
-      text_file = posixpath.join(tmp, "train.txt")
-      _spm_training_text(work_dir, text_file)
-      try:
-        proto = spc.train_sentencepiece_from_text_file(text_file, vocab_size=vocab)
-      except RuntimeError as e:
-        raise ConfigError(f"SentencePiece (spm:v{vocab}) failed to train on the train split's "
-                          f"sample ({sample['documents']} documents, {sample['bytes']} bytes): "
-                          f"{e}") from None
+    try:  # the core's recipe: the same lines as train_sentencepiece on these documents
+      proto = spc.train_sentencepiece(sample["texts"], vocab_size=vocab)
+    except RuntimeError as e:
+      raise ConfigError(f"SentencePiece (spm:v{vocab}) failed to train on the train split's "
+                        f"sample ({sample['documents']} documents, {sample['bytes']} bytes): "
+                        f"{e}") from None
     output_dir_lib.write_file(path, proto)
+    output_dir_lib.write_file(path + ".sha256", hashlib.sha256(proto).hexdigest().encode())
   out["spm_model_proto"] = proto
+  del sample["texts"]
   out["provenance"]["spm"] = {
-      "sha256": hashlib.sha256(proto).hexdigest(), "file": path,
-      "estimated_from": {"split": "train", "permille": opts.spm_train_docs_permille, **sample}}
+      "sha256": hashlib.sha256(proto).hexdigest(), "file": _recorded_path(opts, path),
+      "estimated_from": {"split": "train", "budget_bytes": opts.spm_train_bytes,
+                         "train_documents": estimates["train"]["documents"],
+                         "train_bytes": estimates["train"]["bytes"], **sample}}

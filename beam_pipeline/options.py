@@ -23,6 +23,8 @@ DEFAULT_M1_CHECKPOINT = str(REPO_ROOT / "m1_checkpoint")
 DEFAULT_METHODS = "equal_info_ac:b16:v65k,static_ac:v256,gzip:v256,bytes,spm:v32k"
 # The quick default run keeps this many examples per run; --full_corpus keeps all.
 DEFAULT_EXAMPLES_PER_RUN = 12
+# SentencePiece's training sample (bytes of text): ~90k C4 documents, all of the default corpus.
+DEFAULT_SPM_TRAIN_BYTES = 200_000_000
 
 
 class ConfigError(ValueError):
@@ -88,9 +90,9 @@ class CompressionOptions(PipelineOptions):
         help="StaticAC model artifact (JSON); default: estimated on the train split")
     add("--spm_model", default=None,
         help="SentencePiece .model file; default: trained on the train split")
-    add("--spm_train_docs_permille", type=int, default=1000,
-        help="share of train documents (by URL hash, per mille) SentencePiece trains on "
-             "(default: %(default)s)")
+    add("--spm_train_bytes", type=int, default=DEFAULT_SPM_TRAIN_BYTES,
+        help="bytes of train text SentencePiece trains on: the documents of smallest hash "
+             "that fit, the same on any runner (default: %(default)s, enough for C4)")
     add("--artifact_cache_dir", default=None,
         help="where estimated artifacts are cached, keyed by the content they were estimated "
              "from (default: <output_dir>/artifacts)")
