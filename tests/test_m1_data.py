@@ -123,7 +123,7 @@ def _fake_run(directory: pathlib.Path, **flags) -> str:
   methods = flags.pop("methods", ["bytes"])
   manifest = {"format": run_manifest.FORMAT, "version": run_manifest.VERSION,
               "flags": {"m2_length": 10240, "example_bytes": 10240, "m2_mode": "trim", **flags},
-              "methods": methods, "files": [], "run_files": []}
+              "methods": methods, "files": [], "run_files": [], "records": {}}
   (directory / "manifest.json").write_text(json.dumps(manifest))
   return str(directory)
 

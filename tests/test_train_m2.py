@@ -111,7 +111,8 @@ def test_m1_flops_use_the_size_of_the_m1_that_compressed_the_run(tmp_path):
   from neural_compression import run_manifest
   (run / "manifest.json").write_text(json.dumps(
       {"format": run_manifest.FORMAT, "version": run_manifest.VERSION, "files": [],
-       "run_files": [], "m1_checksum": task_data.directory_checksum(str(small))}))
+       "run_files": [], "flags": {}, "methods": [], "records": {},
+       "m1_checksum": task_data.directory_checksum(str(small))}))
   args = _args(tmp_path / "out", m1_checkpoint=str(small))
   assert train_m2.m1_non_embedding_params(args, str(run)) == (
       m1_test_checkpoints.SMALL.non_embedding_params())
