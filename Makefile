@@ -35,15 +35,17 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/coder_benchmark.py
 
-# M1: trains the shipped checkpoint (m1_checkpoint/, see its MODEL_CARD.md) from scratch on the
-# default corpus, on CPU in about 1.5 hours of 2 cores. Restartable: --resume continues from
-# runs/m1_make/ with the identical data order. M1_STEPS is the step the shipped weights are from.
+# M1: trains the shipped checkpoint's recipe (m1_checkpoint/MODEL_CARD.md) from scratch on the
+# default corpus, through the same tf.data reader that reads the job's bytes records, on CPU in
+# about 1.5 hours of 2 cores; exports to runs/m1_make/export (the shipped M1 is left alone: it was
+# trained before that reader, on windows in another order). Restartable: --resume continues from
+# runs/m1_make/ at the saved data position.
 M1_STEPS ?= 1050
 m1: $(STAMP)
 	$(PY) -m neural_compression.m1.train --out_dir runs/m1_make --resume --size 1m \
 	  --steps $(M1_STEPS) --seq_len 512 --batch_size 16 --optimizer adam --lr_base 0.03 \
 	  --warmup_steps 100 --grad_clip 1.0 --eval_every 150 --eval_examples 6 \
-	  --final_eval_examples -1 --export_dir m1_checkpoint
+	  --final_eval_examples -1 --export_dir runs/m1_make/export
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,7 +28,7 @@ from neural_compression import corpus
 from neural_compression import examples as ex
 from neural_compression import symbols as sym
 from neural_compression.m1 import engine as exact_engine
-from neural_compression.m1 import numpy_inference as ni
+from neural_compression.transformer import numpy_inference as ni
 
 
 def exact_bits(model, rows: list[np.ndarray]) -> np.ndarray:
@@ -52,13 +52,16 @@ def float_bits(model, rows: list[np.ndarray]) -> np.ndarray:
 
 def card_figures(checkpoint: str) -> None:
   """Recomputes the card's validation figures with the trainer's evaluator and prints both."""
-  from neural_compression.m1 import model as m1_model
+  from neural_compression.m1 import data as m1_data
+  from neural_compression.m1 import evaluator as m1_evaluator
   from neural_compression.m1 import train as m1_train
+  from neural_compression.transformer import model as transformer_model
   card = json.loads((pathlib.Path(checkpoint) / "config.json").read_text())["metadata"]
   config, flat, _ = ni.load_checkpoint(checkpoint)
-  params = m1_model.unflatten_params(flat)
-  evaluator = m1_train.Evaluator(config, m1_train.document_symbol_arrays("validation"),
-                                 m1_train.TrainArgs.reset_eval_segments)
+  params = transformer_model.unflatten_params(flat)
+  evaluator = m1_evaluator.Evaluator(
+      config, m1_data.default_corpus_examples("validation").examples,
+      m1_train.TrainArgs.reset_eval_segments)
   # The card records how many validation bytes its full-context figure covers; the trainer
   # picks evenly spaced examples, so find the example count that covers exactly those bytes.
   card_bytes = int(str(card["validation_bytes_evaluated"]).split()[0])

@@ -6,7 +6,7 @@
 Every method trains the same M2 (--size, non-embedding parameters fixed) for the same number of
 steps of the same batch of tokens, so M2 training FLOPs are equal across methods (the paper's
 convention: embeddings excluded); what differs is how many source bytes a token carries. Each run
-is `python -m seqio_tasks.train_m2` in its own process, resumable: a method whose summary.json
+is `python -m neural_compression.m2.train` in its own process, resumable: a method whose summary.json
 exists is skipped, an interrupted one resumes from its last state. Plots and tables:
 experiments/m2_report.py.
 
@@ -50,7 +50,7 @@ def main() -> None:
       print(f"{method}: done ({out_dir}/summary.json)", flush=True)
       continue
     data_dir = args.ac_data_dir if spec.kind == "ac" else args.data_dir
-    cmd = [sys.executable, "-m", "seqio_tasks.train_m2", f"--task=c4_{spec.slug}",
+    cmd = [sys.executable, "-m", "neural_compression.m2.train", f"--task=c4_{spec.slug}",
            f"--data_dir={data_dir}", f"--out_dir={out_dir}", f"--size={args.size}",
            f"--steps={args.steps}", f"--batch_size={args.batch_size}",
            f"--seq_len={args.seq_len}", f"--eval_every={args.eval_every}",

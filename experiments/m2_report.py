@@ -2,7 +2,7 @@
 
   python experiments/m2_report.py [--runs runs/m2] [--figures docs/figures]
 
-Reads every <runs>/<slug>/summary.json and metrics.jsonl (written by seqio_tasks.train_m2) and
+Reads every <runs>/<slug>/summary.json and metrics.jsonl (written by neural_compression.m2.train) and
 writes two PNGs, the analogues of the paper's Figures 3 and 4 at one M2 size:
 
   m2_bits_per_byte_vs_flops.png      validation bits/byte against training FLOPs (M2 training

@@ -1,4 +1,4 @@
-"""The M2 trainer (seqio_tasks.train_m2) on a tiny real pipeline run, read through SeqIO."""
+"""The M2 trainer (neural_compression.m2.train) on a tiny real pipeline run, read through SeqIO."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import seqio
 
-from seqio_tasks import train_m2
+from neural_compression.m2 import train as train_m2
 from tests.test_seqio_tasks import M2_LENGTH
 
 TASK = "c4_bytes"
@@ -99,3 +99,23 @@ def test_sizes():
   assert train_m2.m2_config("25m", 259).non_embedding_params() > 18_000_000
   with pytest.raises(ValueError, match="unknown M2 size"):
     train_m2.m2_config("huge", 259)
+
+
+def test_m1_flops_use_the_size_of_the_m1_that_compressed_the_run(tmp_path):
+  """M1's inference FLOPs come from the run's own checkpoint, not a fixed size "1m"."""
+  from seqio_tasks import data as task_data
+  from tests import m1_test_checkpoints
+  small = m1_test_checkpoints.make_checkpoint(tmp_path / "small_m1")
+  run = tmp_path / "run"
+  run.mkdir()
+  from neural_compression import run_manifest
+  (run / "manifest.json").write_text(json.dumps(
+      {"format": run_manifest.FORMAT, "version": run_manifest.VERSION, "files": [],
+       "run_files": [], "flags": {}, "methods": [], "records": {},
+       "m1_checksum": task_data.directory_checksum(str(small))}))
+  args = _args(tmp_path / "out", m1_checkpoint=str(small))
+  assert train_m2.m1_non_embedding_params(args, str(run)) == (
+      m1_test_checkpoints.SMALL.non_embedding_params())
+  shipped = str(pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint")
+  with pytest.raises(ValueError, match="is not the M1 that compressed"):
+    train_m2.m1_non_embedding_params(_args(tmp_path / "out", m1_checkpoint=shipped), str(run))

@@ -32,7 +32,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from neural_compression.m1 import numpy_inference as ni
+from neural_compression.transformer import numpy_inference as ni
 from neural_compression.m1.config import M1Config
 
 EXACT_FILE = "exact.npz"
@@ -117,15 +117,26 @@ class _Recorder:
     self._keep("final_norm", f, mask)
 
 
-def calibration_inputs(texts: Iterable[bytes], length: int = 256, count: int = 48) -> list:
-  """BOS-led input rows cut from texts (some starting mid-text, as windows do)."""
+ROWS_PER_TEXT = 3  # calibration rows cut from every text: at its start, 1/3 and 2/3 in
+
+
+def _symbols(text) -> np.ndarray:
+  if isinstance(text, (bytes, bytearray)):
+    return np.frombuffer(bytes(text), np.uint8).astype(np.int32)
+  return np.asarray(text, np.int32)  # symbols, EOS (256) included
+
+
+def calibration_inputs(texts: Iterable, length: int = 256,
+                       rows_per_text: int = ROWS_PER_TEXT) -> list:
+  """BOS-led input rows of up to `length` symbols, `rows_per_text` from every text (bytes, or
+  symbol arrays with EOS), some starting mid-text as windows do. Every text contributes: the
+  row count is rows_per_text * len(texts) (fewer only for texts shorter than `length`)."""
   rows = []
-  for data in texts:
-    for start in range(0, max(len(data) - length, 1), max(len(data) // 3, 1)):
-      chunk = np.frombuffer(data[start:start + length - 1], np.uint8).astype(np.int32)
-      rows.append(np.concatenate([[ni.BOS], chunk]))
-      if len(rows) >= count:
-        return rows
+  for text in texts:
+    data = _symbols(text)
+    starts = range(0, max(len(data) - length, 1), max(len(data) // rows_per_text, 1))
+    for start in list(starts)[:rows_per_text]:
+      rows.append(np.concatenate([[ni.BOS], data[start:start + length - 1]]).astype(np.int32))
   return rows
 
 
@@ -226,10 +237,22 @@ def save_exact(directory: str | os.PathLike, arrays: Mapping[str, np.ndarray],
   return digest
 
 
-def export_checkpoint(directory: str | os.PathLike, calibration_texts: Iterable[bytes]) -> str:
-  """Adds the exact model to a float checkpoint directory; returns the exact file's sha256."""
+def export_checkpoint(directory: str | os.PathLike, calibration_texts: Iterable,
+                      calibration_source: str = "") -> str:
+  """Adds the exact model to a float checkpoint directory; returns the exact file's sha256.
+
+  calibration_texts: bytes or symbol arrays of the data M1 was trained on (their activation
+  ranges set the integer scales); calibration_source names them in exact_config.json.
+  exact_config.json also carries the checkpoint's training context (symbols), if it records one.
+  """
   config, params, _ = ni.load_checkpoint(directory)
-  arrays, scalars = export_exact(config, params, calibration_inputs(calibration_texts))
+  texts = list(calibration_texts)
+  rows = calibration_inputs(texts)
+  arrays, scalars = export_exact(config, params, rows)
   doc = json.loads((pathlib.Path(directory) / ni.CONFIG_FILE).read_text())
   scalars["float_weights_sha256"] = doc["weights_sha256"]  # what these integers came from
+  scalars["calibration"] = {"source": calibration_source, "texts": len(texts), "rows": len(rows)}
+  context = ni.training_context_length(directory)
+  if context is not None:
+    scalars["context_length"] = context
   return save_exact(directory, arrays, scalars)

@@ -31,7 +31,11 @@ from neural_compression.m1.config import M1Config
 from neural_compression.methods import PRECISION_BITS
 
 EXACT_K = (1 << 24) // (127 * 127)  # 1040 terms keep int8 dot products exact in float32
-MAX_CONTEXT = 1024  # attention sees at most this many positions (the training length)
+# Attention sees at most this many positions: the paper's training length. Checkpoints record
+# their own (ni.training_context_length; the shipped M1 trained at 512), which the engine does
+# not yet take: AC with the shipped M1 attends beyond its training length (equal-info windows of
+# b=16 never reach 512 bytes, so they are unaffected).
+MAX_CONTEXT = 1024
 
 
 class NumpyBackend:

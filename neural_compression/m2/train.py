@@ -1,8 +1,8 @@
-"""Trains a small decoder-only M2 on one SeqIO task: python -m seqio_tasks.train_m2.
+"""Trains a small decoder-only M2 on one SeqIO task: python -m neural_compression.m2.train.
 
-The project's own trainer for M2 at small scale (CPU here, any JAX devices elsewhere), the same
-code as M1's (neural_compression.m1: model, optimizer, rsqrt schedule, z-loss, checkpoints), fed
-the way T5X feeds a decoder-only model:
+The project's own trainer for M2 at small scale (CPU here, any JAX devices elsewhere), on the
+code M1 uses too (neural_compression.transformer: model, loop, optimizer, rsqrt schedule,
+z-loss, checkpoints), fed the way T5X feeds a decoder-only model:
 
   seqio.get_mixture_or_task(--task).get_dataset({'targets': --seq_len}, 'train', shuffle, seed)
   -> seqio.DecoderFeatureConverter(pack=False): decoder_input_tokens (targets shifted right, 0
@@ -19,7 +19,12 @@ uniform rate log2(vocab) * tokens / bytes over the same records is logged beside
 
 Compute (logged per evaluation, the paper's conventions): M2 training FLOPs = 6 * non-embedding
 parameters * tokens seen; for methods that run M1, its inference cost 2 * M1 non-embedding
-parameters * bytes seen is added in total_flops.
+parameters * bytes seen is added in total_flops, with M1's size read from the checkpoint that
+compressed the run (--m1_checkpoint, default the one the SeqIO vocabularies decode with: checked
+against the run's m1_checksum).
+
+SeqIO, TensorFlow and the tasks (seqio_tasks) are imported when training starts, not when this
+module is imported: the core package imports neither at import time.
 
 Outputs in --out_dir: state_<step>.npz (resume), metrics.jsonl (one JSON object per evaluation),
 summary.json (the final figures and the command).
@@ -30,30 +35,29 @@ import dataclasses
 import json
 import math
 import pathlib
-import signal
 import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import seqio
-import tensorflow as tf
-
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from neural_compression import methods
 from neural_compression.m1 import config as model_config
-from neural_compression.m1 import model as transformer
-from neural_compression.m1 import train as m1_train
-from seqio_tasks import data as task_data
-from seqio_tasks import metrics
-from seqio_tasks import tasks  # noqa: F401 (registers the c4_* tasks)
+from neural_compression.transformer import model as transformer
+from neural_compression.transformer import numpy_inference as ni
+from neural_compression.transformer import training
 
 LN2 = math.log(2.0)
-# M1's non-embedding parameters, for the FLOPs of methods that compress with it (the shipped
-# checkpoint's size; see m1_checkpoint/config.json).
-DEFAULT_M1_SIZE = "1m"
+PROGRAM = "python -m neural_compression.m2.train"
+
+
+def _seqio():
+  """seqio and the project's task registry, imported when a training needs them."""
+  import seqio
+  from seqio_tasks import data as task_data
+  from seqio_tasks import tasks  # noqa: F401 (registers the c4_* tasks)
+  return seqio, task_data
 
 
 @dataclasses.dataclass
@@ -78,7 +82,7 @@ class M2Args:
   save_every_secs: float = 300.0
   keep: int = 2
   resume: bool = False
-  m1_size: str = DEFAULT_M1_SIZE
+  m1_checkpoint: str = ""  # the M1 that compressed the run ('' = the vocabularies' default)
   command: str = ""
 
 
@@ -98,13 +102,13 @@ def m2_config(size: str, vocab_size: int) -> model_config.TransformerConfig:
   return M2_SIZES[size].with_vocab(vocab_size)
 
 
-def _method_of_task(task: seqio.Task) -> methods.MethodSpec:
+def _method_of_task(task) -> methods.MethodSpec:
   return task.source.spec
 
 
-def train_batches(task: seqio.Task, seq_len: int, batch_size: int, seed: int,
-                  start_step: int):
+def train_batches(task, seq_len: int, batch_size: int, seed: int, start_step: int):
   """Endless numpy batches {inputs, targets, segment_ids, weights} from step start_step on."""
+  seqio, _ = _seqio()
   ds = task.get_dataset({"targets": seq_len}, split="train", shuffle=True, seed=seed,
                         num_epochs=None, use_cached=False)
   ds = seqio.DecoderFeatureConverter(pack=False)(ds, {"targets": seq_len})
@@ -119,7 +123,7 @@ def train_batches(task: seqio.Task, seq_len: int, batch_size: int, seed: int,
 class ValidationSet:
   """Validation records of a task, as padded arrays, with the raw bytes each covers."""
 
-  def __init__(self, task: seqio.Task, seq_len: int):
+  def __init__(self, task, seq_len: int):
     ds = task.get_dataset({"targets": seq_len}, split="validation", shuffle=False, num_epochs=1,
                           use_cached=False)
     targets, raw = [], []
@@ -170,8 +174,25 @@ def evaluate(apply_fn, params, valid: ValidationSet, count: int, batch_size: int
           "eval_records": int(len(indices)), "eval_bytes": nbytes, "eval_tokens": ntokens}
 
 
+def m1_non_embedding_params(args: M2Args, data_dir: str) -> int:
+  """Non-embedding parameters of the M1 that compressed the run in data_dir (for FLOPs).
+
+  Read from --m1_checkpoint (default: the checkpoint the SeqIO vocabularies decode with), which
+  must be the run's (its directory checksum equal to the manifest's m1_checksum).
+  """
+  _, task_data = _seqio()
+  checkpoint = args.m1_checkpoint or task_data.default_m1_checkpoint()
+  want = task_data.read_manifest(data_dir).get("m1_checksum")
+  if want and task_data.directory_checksum(checkpoint) != want:
+    raise ValueError(f"--m1_checkpoint={checkpoint} is not the M1 that compressed {data_dir!r} "
+                     f"(manifest m1_checksum {want}); pass that checkpoint")
+  config, _, _ = ni.load_checkpoint(checkpoint)
+  return config.non_embedding_params()
+
+
 def train(args: M2Args, log=print) -> dict:
   """Runs (or resumes) one M2 training; returns the summary written to summary.json."""
+  seqio, task_data = _seqio()
   if args.data_dir:
     task_data.set_data_dir(args.data_dir)
   task = seqio.get_mixture_or_task(args.task)
@@ -182,127 +203,90 @@ def train(args: M2Args, log=print) -> dict:
   out_dir.mkdir(parents=True, exist_ok=True)
   valid = ValidationSet(task, args.seq_len)
   train_bytes_per_token = _train_bytes_per_token(spec)
-  m1_params = (model_config.config_for_size(args.m1_size).non_embedding_params()
-               if spec.uses_m1 else 0)
+  m1_params = (m1_non_embedding_params(args, task_data.get_data_dir()) if spec.uses_m1 else 0)
   n_params = config.non_embedding_params()
 
-  train_step, opt_init = m1_train._compiled_train_step(
+  train_step, opt_init = training.compiled_train_step(
       config, args.optimizer, args.lr_base, args.warmup_steps, args.grad_clip, args.z_loss)
   model = transformer.DecoderTransformer(config)
   apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
   params = transformer.init_params(config, args.seed)
-  opt_state = opt_init(params)
-  step, wall_before = 0, 0.0
-  if args.resume and (path := m1_train.latest_state(out_dir)) is not None:
-    params, opt_state, step, extra = m1_train.load_state(path, opt_state)
-    wall_before = extra.get("wall_secs", 0.0)
-    log(f"resumed from {path} at step {step}")
+  state = training.LoopState(params, opt_init(params))
+  if args.resume and (path := training.latest_state(out_dir)) is not None:
+    state.params, state.opt_state, state.step, extra = training.load_state(path, state.opt_state)
+    state.wall_before = extra.get("wall_secs", 0.0)
+    log(f"resumed from {path} at step {state.step}")
   elif (out_dir / "metrics.jsonl").exists():
     (out_dir / "metrics.jsonl").unlink()  # a fresh run starts a fresh curve
-  # Data parallel as M1's trainer: batch rows sharded over every device, parameters replicated.
-  devices = jax.devices()
-  if args.batch_size % len(devices):
-    raise ValueError(f"--batch_size {args.batch_size} must divide over {len(devices)} devices")
-  mesh = Mesh(np.array(devices), ("data",))
-  data_sharded = NamedSharding(mesh, PartitionSpec("data"))
-  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-  opt_state = jax.device_put(opt_state, NamedSharding(mesh, PartitionSpec()))
   tokens_per_step = args.batch_size * args.seq_len
-  stop = {"signal": None}
+  state.tokens = state.step * tokens_per_step
+  # Data parallel as M1's trainer: batch rows sharded over every device, parameters replicated.
+  parallel = training.DataParallel(args.batch_size)
+  if parallel.num_hosts > 1:
+    raise ValueError("the M2 trainer feeds one host (use T5X for multi-host M2 training)")
+  state.params = parallel.replicate(state.params)
+  state.opt_state = parallel.replicate(state.opt_state)
 
-  def on_signal(signum, frame):
-    stop["signal"] = signum
-  old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-  t_start = time.time()
-  last_save = t_start
-
-  def wall():
-    return wall_before + time.time() - t_start
-
-  def checkpoint():
-    m1_train.save_state(out_dir, step, params, opt_state, args.keep,
-                        {"wall_secs": wall(), "args": dataclasses.asdict(args)})
+  def checkpoint(s):
+    training.save_state(out_dir, s.step, s.params, s.opt_state, args.keep,
+                        {"wall_secs": s.wall(), "args": dataclasses.asdict(args)})
 
   def record_eval(count, train_ce):
     t = time.time()
-    figs = evaluate(apply_fn, params, valid, count, args.batch_size)
-    tokens = step * tokens_per_step
+    figs = evaluate(apply_fn, state.params, valid, count, args.batch_size)
+    tokens = state.step * tokens_per_step
     bytes_seen = tokens * train_bytes_per_token
-    row = {"step": step, "tokens": tokens, "bytes_seen": round(bytes_seen),
+    row = {"step": state.step, "tokens": tokens, "bytes_seen": round(bytes_seen),
            "m2_train_flops": 6.0 * n_params * tokens,
            "total_flops": 6.0 * n_params * tokens + 2.0 * m1_params * bytes_seen,
-           "train_ce_nats": train_ce, "wall_secs": round(wall(), 1), **figs}
+           "m1_non_embedding_params": m1_params,
+           "train_ce_nats": train_ce, "wall_secs": round(state.wall(), 1), **figs}
     with open(out_dir / "metrics.jsonl", "a") as f:
       f.write(json.dumps(row) + "\n")
-    log(f"eval step {step}: validation {figs['bits_per_byte']:.4f} bits/byte (uniform "
+    log(f"eval step {state.step}: validation {figs['bits_per_byte']:.4f} bits/byte (uniform "
         f"{figs['uniform_bits_per_byte']:.4f}) over {figs['eval_bytes']} bytes "
         f"({time.time() - t:.0f}s)")
     return row
 
-  batches = train_batches(task, args.seq_len, args.batch_size, args.seed, step)
-  window_t, window_steps, ce = time.time(), 0, float("nan")
-  last = None
-  try:
-    while step < args.steps:
-      params, opt_state, loss, ce_dev, _ = train_step(
-          params, opt_state, jax.device_put(next(batches), data_sharded))
-      step += 1
-      window_steps += 1
-      if step % args.log_every == 0 or step == args.steps:
-        loss, ce = float(loss), float(ce_dev)
-        if not math.isfinite(loss):
-          raise FloatingPointError(f"non-finite loss at step {step}")
-        tps = window_steps * tokens_per_step / max(time.time() - window_t, 1e-9)
-        log(f"step {step} loss {loss:.4f} ce {ce:.4f} nats/token tokens/s {tps:.0f} "
-            f"elapsed {wall():.0f}s ETA {(args.steps - step) * tokens_per_step / tps:.0f}s")
-        window_t, window_steps = time.time(), 0
-      if args.eval_every and step % args.eval_every == 0 and step < args.steps:
-        record_eval(args.eval_records, ce)
-        window_t = time.time()
-      if time.time() - last_save >= args.save_every_secs:
-        checkpoint()
-        last_save = time.time()
-      if stop["signal"] is not None:
-        log(f"signal {stop['signal']}: saving at step {step} and exiting")
-        break
-    checkpoint()
-    if stop["signal"] is None:
-      last = record_eval(args.final_eval_records, ce)
-  finally:
-    for s, h in old_handlers.items():
-      signal.signal(s, h)
+  batches = train_batches(task, args.seq_len, args.batch_size, args.seed, state.step)
+  last_ce = {"ce": float("nan")}
+
+  def on_log(step, loss, ce):
+    last_ce["ce"] = ce
+
+  reason = training.run_loop(
+      state, steps=args.steps, train_step=train_step,
+      next_batch=lambda step: parallel.put_batch(next(batches)),
+      tokens_per_step=tokens_per_step, log_every=args.log_every, eval_every=args.eval_every,
+      evaluate=lambda s, ce: record_eval(args.eval_records, ce), checkpoint=checkpoint,
+      save_every_secs=args.save_every_secs, log=log, on_log=on_log)
+  last = record_eval(args.final_eval_records, last_ce["ce"]) if reason != "signal" else None
   summary = {"task": args.task, "method": spec.name, "size": args.size,
              "config": config.to_dict(), "non_embedding_params": n_params,
-             "steps": step, "tokens_per_step": tokens_per_step,
+             "m1_non_embedding_params": m1_params,
+             "steps": state.step, "tokens_per_step": tokens_per_step,
              "train_bytes_per_token": train_bytes_per_token,
              "bytes_per_step": tokens_per_step * train_bytes_per_token,
              "final": last, "command": args.command}
   if last is not None:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-  summary["params"] = params
+  summary["params"] = state.params
   return summary
 
 
 def _train_bytes_per_token(spec: methods.MethodSpec) -> float:
   """Mean source bytes per train token of the run (manifest stats), for bytes seen and FLOPs."""
+  _, task_data = _seqio()
   split = task_data.read_stats(task_data.get_data_dir())[spec.slug]["train"]
   return float(split["m2_raw_bytes"]) / float(split["m2_tokens"])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> M2Args:
-  return m1_train.parse_dataclass_args(M2Args, argv, __doc__.split("\n")[0],
-                                       "python -m seqio_tasks.train_m2")
+  return training.parse_dataclass_args(M2Args, argv, __doc__.split("\n")[0], PROGRAM)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  args = parse_args(argv)
-  tf.config.set_visible_devices([], "GPU")  # the input pipeline stays on the host
-
-  def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-  log(f"devices {jax.devices()}; args {dataclasses.asdict(args)}")
-  summary = train(args, log=log)
-  log(f"done at step {summary['steps']}: {summary['final']}")
+  training.main_for(train, parse_args(argv), lambda s: f"done at step {s['steps']}: {s['final']}")
 
 
 if __name__ == "__main__":

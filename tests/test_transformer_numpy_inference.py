@@ -1,4 +1,5 @@
 """numpy M1 inference matches the Flax model and needs no JAX."""
+import pathlib
 import subprocess
 import sys
 
@@ -7,9 +8,9 @@ import pytest
 
 from neural_compression import symbols as sym
 from neural_compression.m1 import config as m1_config
-from neural_compression.m1 import model as m1_model
-from neural_compression.m1 import numpy_inference as ni
-from tests.test_m1_model import random_params
+from neural_compression.transformer import model as m1_model
+from neural_compression.transformer import numpy_inference as ni
+from tests.test_transformer_model import random_params
 
 CONFIG = m1_config.M1Config(num_layers=2, d_model=48, num_heads=3, head_dim=16, mlp_dim=96,
                             num_buckets=8, max_distance=16)
@@ -64,3 +65,16 @@ def test_wrong_shapes_are_rejected(models):
   flat["output/kernel"] = flat["output/kernel"][:, :-1]
   with pytest.raises(ni.CheckpointError, match="output/kernel"):
     ni.NumpyM1(CONFIG, flat)
+
+
+def test_the_training_context_is_read_from_the_checkpoint(tmp_path):
+  """The shipped M1 trained on 512-symbol windows (its command says so; older checkpoints have
+  no context_length field); new checkpoints record the length they trained at."""
+  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  assert ni.training_context_length(shipped) == 512
+  config = m1_config.SIZES["tiny"]
+  params = {n: np.zeros(s, np.float32) for n, s in ni.param_shapes(config).items()}
+  ni.save_checkpoint(tmp_path / "new", config, params, context_length=96)
+  assert ni.training_context_length(tmp_path / "new") == 96
+  ni.save_checkpoint(tmp_path / "unknown", config, params, metadata={"command": "`train`"})
+  assert ni.training_context_length(tmp_path / "unknown") is None

@@ -7,8 +7,8 @@ import pytest
 
 from neural_compression import symbols as sym
 from neural_compression.m1 import config as m1_config
-from neural_compression.m1 import model as m1_model
-from neural_compression.m1 import numpy_inference as ni
+from neural_compression.transformer import model as m1_model
+from neural_compression.transformer import numpy_inference as ni
 
 TINY = m1_config.SIZES["tiny"]
 

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neural_compression.m1 import numpy_inference
-from neural_compression.m1.config import TransformerConfig
+from neural_compression.transformer import numpy_inference
+from neural_compression.transformer.config import TransformerConfig
 
 Params = Any
 
