@@ -5,7 +5,8 @@
 
 One JSON line per sample (seqio_tasks.sampling.Sample: example_id, prompt_text, text, tokens,
 decodes) on stdout, then "<k> of <n> samples decode" on stderr. The run's artifacts (and M1 for
-M1 methods) come from the data directory as for the tasks: --data_dir, else $NCC_DATA_DIR.
+M1 methods) come from the data directory as for the tasks: --data_dir, else $NCC_DATA_DIR
+(and --m1_checkpoint, else $NCC_M1_CHECKPOINT, else the shipped M1).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import sys
 from typing import Sequence
 
+from neural_compression import methods
 from seqio_tasks import data
 from seqio_tasks import sampling
 from seqio_tasks import vocabularies
@@ -26,10 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--predictions", required=True, help="glob of T5X's predict output")
   parser.add_argument("--data_dir", default=None,
                       help="the run whose artifacts decode (default $NCC_DATA_DIR or ./output)")
+  parser.add_argument("--m1_checkpoint", default=None,
+                      help="M1 methods: the run's M1 (default $NCC_M1_CHECKPOINT, else shipped)")
   args = parser.parse_args(argv)
-  if args.data_dir:
-    data.set_data_dir(args.data_dir)
-  vocab = vocabularies.vocabulary_for(args.method)
+  # Resolved once, here: the vocabulary is then the one of this run (and this M1).
+  spec = methods.parse_method(args.method)
+  m1_checkpoint = (args.m1_checkpoint or data.default_m1_checkpoint()) if spec.uses_m1 else None
+  vocab = vocabularies.vocabulary_for(spec.name, data_dir=args.data_dir or data.get_data_dir(),
+                                      m1_checkpoint=m1_checkpoint)
   samples = sampling.decode_predictions(vocab, args.predictions)
   for s in samples:
     print(json.dumps(dataclasses.asdict(s), ensure_ascii=False))

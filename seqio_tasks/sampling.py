@@ -77,7 +77,8 @@ def prompt_task_name(task_name: str = gin.REQUIRED) -> str:
 @dataclasses.dataclass(frozen=True)
 class Sample:
   """One sampled continuation, read back through the method's vocabulary."""
-  example_id: str
+  example_id: str  # the record the prompt came from: example_id and chunk
+  chunk: int
   prompt_text: str  # the prompt's symbols as text (vocabularies.symbols_to_text)
   text: str  # the sampled continuation's symbols as text
   tokens: int  # sampled model ids (T5X stops at EOS and pads with 0; neither is counted)
@@ -85,14 +86,14 @@ class Sample:
 
 
 def decode_sample(vocab: vocabularies.CompressedTextVocabulary, prompt_ids: Sequence[int],
-                  sample_ids: Sequence[int], example_id: str = "") -> Sample:
+                  sample_ids: Sequence[int], example_id: str = "", chunk: int = 0) -> Sample:
   """Decodes a prompt and its sampled continuation as one token stream (module docstring).
 
   Args:
     vocab: the method's vocabulary (ids as the model sees them, PAD 0 / EOS 1 / UNK 2).
     prompt_ids: the prompt's model ids (T5X's `inputs`).
     sample_ids: the sampled model ids (T5X's `prediction_tokens`).
-    example_id: the record the prompt came from.
+    example_id, chunk: the record the prompt came from.
 
   Returns:
     A Sample. A continuation that does not decode (ids past the method's vocabulary, UNK, or a
@@ -112,7 +113,7 @@ def decode_sample(vocab: vocabularies.CompressedTextVocabulary, prompt_ids: Sequ
     decodes = False
   if not np.array_equal(symbols[:len(prompt_symbols)], prompt_symbols):
     decodes = False  # the sample changed how the prompt decodes: not a continuation
-  return Sample(example_id=example_id, prompt_text=vocabularies.symbols_to_text(prompt_symbols),
+  return Sample(example_id=example_id, chunk=chunk, prompt_text=vocabularies.symbols_to_text(prompt_symbols),
                 text=vocabularies.symbols_to_text(symbols[len(prompt_symbols):]),
                 tokens=len(sample), decodes=decodes)
 
@@ -139,5 +140,5 @@ def decode_predictions(vocab: vocabularies.CompressedTextVocabulary,
       raise ValueError("T5X predictions need `prediction_tokens` and the prompt ids `inputs`: "
                        "sample with seqio_tasks/gin/runs/m2_sample.gin")
     out.append(decode_sample(vocab, fields["inputs"], record["prediction_tokens"],
-                             str(fields.get("example_id", ""))))
+                             str(fields.get("example_id", "")), int(fields.get("chunk", 0))))
   return out
