@@ -22,14 +22,14 @@ run: $(STAMP)
 	$(PY) -m beam_pipeline $(ARGS)
 
 # T5X (how users train M2; tests/test_t5x*.py run it) into the same .venv, keeping setup.py's pins:
-# T5X, airio and jestimator with --no-deps from the wheels in T5X_WHEELS where that directory
-# exists (CI: ../shared/wheels, see its README), otherwise from the GitHub commits of setup.py's
-# T5X_FROM_GITHUB; then the `t5x` extra (their other dependencies, from PyPI).
+# the `t5x` extra (what T5X needs from PyPI), then T5X, airio and jestimator with --no-deps, from
+# the wheels in T5X_WHEELS where that directory exists (CI: ../shared/wheels, see its README),
+# otherwise from the GitHub commits of setup.py's T5X_FROM_GITHUB.
 T5X_WHEELS ?= ../shared/wheels
 T5X_STAMP := $(VENV)/.t5x-installed
 T5X_FROM_GITHUB_CMD := import ast; tree = ast.parse(open('setup.py').read()); \
-  print(' '.join(next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign) \
-  and getattr(n.targets[0], 'id', '') == 'T5X_FROM_GITHUB')))
+  print(' '.join(next(ast.literal_eval(n.value) for n in ast.walk(tree) \
+  if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'T5X_FROM_GITHUB')))
 t5x: $(T5X_STAMP)
 
 $(T5X_STAMP): $(STAMP)

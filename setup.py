@@ -43,7 +43,8 @@ EXTRAS = {
 # GitHub. T5X goes in editable (-e): its t5x/examples/decoder_only/ has no __init__.py, so a
 # non-editable install of the commit leaves out the network.py that seqio_tasks/gin/ uses.
 T5X_FROM_GITHUB = [
-    "-e git+https://github.com/google-research/t5x@cc342d419ec3e3e9c4bf1df33c82330cafdc1e16#egg=t5x",
+    "-e git+https://github.com/google-research/t5x"
+    "@cc342d419ec3e3e9c4bf1df33c82330cafdc1e16#egg=t5x",
     "git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601",
     "git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca",
 ]

@@ -113,7 +113,8 @@ def decode_sample(vocab: vocabularies.CompressedTextVocabulary, prompt_ids: Sequ
     decodes = False
   if not np.array_equal(symbols[:len(prompt_symbols)], prompt_symbols):
     decodes = False  # the sample changed how the prompt decodes: not a continuation
-  return Sample(example_id=example_id, chunk=chunk, prompt_text=vocabularies.symbols_to_text(prompt_symbols),
+  return Sample(example_id=example_id, chunk=chunk,
+                prompt_text=vocabularies.symbols_to_text(prompt_symbols),
                 text=vocabularies.symbols_to_text(symbols[len(prompt_symbols):]),
                 tokens=len(sample), decodes=decodes)
 

@@ -66,7 +66,8 @@ def test_a_real_continuation_decodes_to_the_record(run_dir, method):
 def test_ids_outside_the_method_do_not_decode(run_dir, method):
   vocab = seqio_tasks.vocabulary_for(method)
   ids = _records(method)[0]["targets"]
-  for bad in ([vocabularies.UNK_ID], [vocab.vocab_size], [seqio_tasks.padded_vocab_size(vocab) - 1]):
+  padded = seqio_tasks.padded_vocab_size(vocab)
+  for bad in ([vocabularies.UNK_ID], [vocab.vocab_size], [padded - 1]):
     sample = sampling.decode_sample(vocab, ids[:PROMPT], np.concatenate([ids[PROMPT:40], bad]))
     assert not sample.decodes, bad
 

@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +93,7 @@ class Runs:
     self.model_dir = {m: root / "m2" / methods.parse_method(m).slug for m in METHODS}
     self.logs: dict[str, pathlib.Path] = {}
     self.results: dict[str, subprocess.CompletedProcess] = {}
+    self.seconds: dict[str, float] = {}  # wall time of each command (the test prints them)
 
   def env(self, method: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -107,6 +109,7 @@ class Runs:
   def start(self, name: str, method: str, command: str) -> tuple[str, subprocess.Popen]:
     log = self.root / f"{name}.log"
     self.logs[name] = log
+    self.seconds[name] = time.monotonic()
     process = subprocess.Popen(["bash", "-c", command], cwd=self.workdir, env=self.env(method),
                                stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
     return name, process
@@ -114,6 +117,7 @@ class Runs:
   def wait(self, *started: tuple[str, subprocess.Popen]) -> None:
     for name, process in started:
       stdout, _ = process.communicate(timeout=600)
+      self.seconds[name] = time.monotonic() - self.seconds[name]
       self.results[name] = subprocess.CompletedProcess(process.args, process.returncode,
                                                        stdout, self.log(name))
 
@@ -130,6 +134,7 @@ class Runs:
 def runs(tmp_path_factory) -> Runs:
   from beam_pipeline import pipeline  # the tests, not seqio_tasks, may use the job
   from tests import m1_test_checkpoints
+  started = time.monotonic()
   r = Runs(tmp_path_factory.mktemp("t5x"))
   r.workdir.mkdir()
   m1_test_checkpoints.make_checkpoint(r.m1)
@@ -149,6 +154,7 @@ def runs(tmp_path_factory) -> Runs:
   r.wait(train_bytes)
   resume = r.start("resume_bytes", "bytes", _command("t5x.train", "bytes.gin", RESUMED_STEPS))
   r.wait(*after_train, resume)
+  r.seconds["all, with the job output"] = time.monotonic() - started
   return r
 
 
@@ -208,7 +214,9 @@ def test_train_eval_and_scores_agree_on_bits_per_byte(runs):
   # A 3-step model is near the uniform rate: 16 bits per token, so (tokens / bytes) * 16.
   tokens = sum(len(rec["targets"]) for rec in records.values())
   assert 0.9 < from_scores / (16 * tokens / total_bytes) < 1.05
-  print(f"\nbits/byte after {STEPS} steps: train {train[0]['bits_per_byte']:.6f}, eval "
+  print("\nT5X commands, wall seconds: " +
+        ", ".join(f"{name} {seconds:.0f}" for name, seconds in runs.seconds.items()))
+  print(f"bits/byte after {STEPS} steps: train {train[0]['bits_per_byte']:.6f}, eval "
         f"{evaluated[0]['bits_per_byte']:.6f}, from scores {from_scores:.6f}, uniform "
         f"{16 * tokens / total_bytes:.6f}")
 
