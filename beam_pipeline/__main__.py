@@ -2,6 +2,7 @@
 import logging
 import sys
 
+from beam_pipeline import options
 from beam_pipeline import pipeline
 
 
@@ -20,6 +21,12 @@ def configure_logging() -> None:
 def main(argv=None) -> int:
   configure_logging()
   argv = sys.argv[1:] if argv is None else argv
+  if "-h" in argv or "--help" in argv:
+    print(options.help_parser().format_help())
+    return 0
+  if "--help_beam" in argv:
+    print(options.beam_parser().format_help())
+    return 0
   try:
     manifest = pipeline.run(argv)
   except pipeline.ConfigError as e:

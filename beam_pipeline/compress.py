@@ -62,8 +62,8 @@ def local_copy(directory: str) -> str:
   return local
 
 
-class _Compressors:
-  """The per-process set of compressors (a weakref-able holder for Shared)."""
+class Compressors:
+  """The per-process set of compressors, by method slug (a weakref-able holder for Shared)."""
 
   def __init__(self, specs, artifacts: Artifacts):
     m1_model = unigram = None
@@ -77,6 +77,37 @@ class _Compressors:
         s.slug: (s, methods.build_compressor(s, m1_model=m1_model, unigram_model=unigram,
                                              spm_model_proto=artifacts.spm_model_proto))
         for s in specs}
+
+
+class CompressionHandler:
+  """Load, batch, encode: the compression stage's one handler, shared by the job and verify.
+
+  As Beam RunInference's ModelHandler: `load` builds the compressors (the M1 engine included)
+  once per worker process through `beam.utils.shared.Shared`, `batch_elements_kwargs` says how
+  to batch, and `encode_batch` runs every method on one batch.
+  """
+
+  def __init__(self, specs, artifacts: Artifacts, batch_size: int = 1):
+    self.specs = list(specs)
+    self.artifacts = artifacts
+    self.batch_size = batch_size
+    self._shared = shared.Shared()
+
+  def load(self) -> Compressors:
+    """The process's compressors, built on first use and shared by its threads and DoFns."""
+    return self._shared.acquire(lambda: Compressors(self.specs, self.artifacts),
+                                tag=self.artifacts.fingerprint())
+
+  def batch_elements_kwargs(self) -> dict:
+    # Fixed-size batches: the M1 engine's speed grows with its rows, and adaptive batching
+    # starts at one element.
+    return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+  @staticmethod
+  def encode_batch(compressors: Compressors, xs) -> dict:
+    """{slug: (spec, [encoded example per x])} for a batch of symbol arrays."""
+    return {slug: (spec, compressor.encode_batch(xs))
+            for slug, (spec, compressor) in compressors.by_slug.items()}
 
 
 def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> bytes:
@@ -99,18 +130,16 @@ class CompressBatchFn(beam.DoFn):
 
   STATS_TAG = "stats"
 
-  def __init__(self, specs, artifacts: Artifacts, m2_length: int, m2_mode: str,
-               shared_handle: shared.Shared, fail_once_marker: str | None = None):
-    self._specs = specs
-    self._artifacts = artifacts
+  def __init__(self, handler: CompressionHandler, m2_length: int, m2_mode: str,
+               fail_once_marker: str | None = None):
+    self._handler = handler
     self._m2_length = m2_length
     self._m2_mode = m2_mode
-    self._shared = shared_handle
     self._fail_once_marker = fail_once_marker
     self._last_log = 0.0
 
   def setup(self):
-    self._compressors = self._shared.acquire(lambda: _Compressors(self._specs, self._artifacts))
+    self._compressors = self._handler.load()
     counter = lambda name: beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, name)
     self._examples = counter("examples_compressed")
     self._bytes = counter("bytes_compressed")
@@ -132,8 +161,7 @@ class CompressBatchFn(beam.DoFn):
     self._maybe_fail_once()
     ids = [example_id for example_id, _ in batch]
     xs = [symbols for _, symbols in batch]
-    for slug, (spec, compressor) in self._compressors.by_slug.items():
-      encoded = compressor.encode_batch(xs)
+    for slug, (spec, encoded) in self._handler.encode_batch(self._compressors, xs).items():
       unit = m2_examples.token_unit(spec.window_bits, spec.token_bits)
       for example_id, x, enc in zip(ids, xs, encoded):
         split = example_id.split("-", 1)[0]
@@ -176,16 +204,12 @@ class CompressExamples(beam.PTransform):
   def __init__(self, specs, artifacts: Artifacts, m2_length: int, m2_mode: str,
                batch_size: int, fail_once_marker: str | None = None):
     super().__init__()
-    self._fn = CompressBatchFn(specs, artifacts, m2_length, m2_mode, shared.Shared(),
-                               fail_once_marker)
-    self._batch_size = batch_size
+    self._handler = CompressionHandler(specs, artifacts, batch_size)
+    self._fn = CompressBatchFn(self._handler, m2_length, m2_mode, fail_once_marker)
 
   def expand(self, examples):
     outputs = (examples
-               # Fixed-size batches: the M1 engine's speed grows with its rows, and adaptive
-               # batching starts at one element.
-               | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
-                                               max_batch_size=self._batch_size)
+               | "Batch" >> beam.BatchElements(**self._handler.batch_elements_kwargs())
                | "Compress" >> beam.ParDo(self._fn).with_outputs(CompressBatchFn.STATS_TAG,
                                                                  main="records"))
     return outputs.records, outputs[CompressBatchFn.STATS_TAG]

@@ -1,6 +1,8 @@
 """The job's flags, as a Beam PipelineOptions subclass, and runner configs loaded by one flag."""
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import pathlib
 import re
@@ -21,6 +23,12 @@ DEFAULT_M1_CHECKPOINT = str(REPO_ROOT / "m1_checkpoint")
 DEFAULT_METHODS = "equal_info_ac:b16:v65k,static_ac:v256,gzip:v256,bytes,spm:v32k"
 # The quick default run keeps this many examples per run; --full_corpus keeps all.
 DEFAULT_EXAMPLES_PER_RUN = 12
+# SentencePiece's training sample (bytes of text): ~90k C4 documents, all of the default corpus.
+DEFAULT_SPM_TRAIN_BYTES = 200_000_000
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work; raised before the job touches anything. Says what to do."""
 
 
 class CompressionOptions(PipelineOptions):
@@ -28,52 +36,148 @@ class CompressionOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    add = parser.add_argument
+    group = parser.add_argument_group("input")
+    add = group.add_argument
     add("--source", default="default", choices=sources.SOURCES,
         help="document source: the embedded default corpus, C4 JSON shards, TFDS c4/en:3.1.0, "
-             "JSON lines or plain text")
+             "JSON lines or plain text (default: %(default)s)")
     add("--input", default=None,
         help="file pattern (any Beam filesystem) for c4_json/jsonl/text; the data_dir for tfds")
     add("--validation_input", default=None,
-        help="a second pattern read as the validation split (e.g. C4's c4-validation.*.json.gz); "
-             "then --input is all train. Without it the split is by URL hash")
+        help="a second pattern read as the validation split (e.g. C4's c4-validation.*.json.gz; "
+             "for tfds: the data_dir whose 'validation' split is read); then --input is all "
+             "train. Without it the split is by URL hash")
     add("--validation_percent", type=int, default=corpus.VALIDATION_PERCENT,
-        help="documents (by URL hash) in the validation split, in percent")
-    add("--output_dir", default="./output", help="where records, stats and manifest go")
-    add("--overwrite", action="store_true",
-        help="replace an existing run in --output_dir made with different flags")
+        help="documents (by URL hash) in the validation split, in percent (default: %(default)s)")
+    add("--text_field", default="text",
+        help="--source=jsonl: the JSON field holding the text (default: %(default)s)")
+    add("--text_lines", action="store_true",
+        help="--source=text: one document per non-empty line instead of one per file")
+    add("--invalid_utf8", default="dead_letter", choices=sources.INVALID_UTF8_POLICIES,
+        help="--source=text: a document that is not valid UTF-8 is dead-lettered (lossless) or "
+             "decoded with U+FFFD replacement (default: %(default)s)")
+
+    group = parser.add_argument_group("methods and examples")
+    add = group.add_argument
     add("--methods", default=DEFAULT_METHODS,
         help="comma-separated methods, e.g. equal_info_ac:b16:v65k,ac:v256,static_ac:v256,"
-             "gzip:v256,bytes,spm:v32k (see neural_compression/methods.py)")
-    add("--docs_per_run", type=int, default=ex.DOCS_PER_RUN, help="documents per run")
+             "gzip:v256,bytes,spm:v32k (see README Methods; default: %(default)s)")
+    add("--docs_per_run", type=int, default=ex.DOCS_PER_RUN,
+        help="documents per run (default: %(default)s)")
     add("--example_bytes", type=int, default=ex.EXAMPLE_SYMBOLS,
-        help="bytes (symbols, EOS included) per compressed example")
+        help="bytes (symbols, EOS included) per compressed example (default: %(default)s)")
     add("--examples_per_run", type=int, default=DEFAULT_EXAMPLES_PER_RUN,
-        help="keep the first K examples of each run (0: all); the default is a quick subset")
+        help="keep the first K examples of each run (0: all); the default is a quick subset "
+             "(default: %(default)s)")
     add("--full_corpus", action="store_true", help="process every example (examples_per_run=0)")
     add("--run_buckets", type=int, default=1,
-        help="groups that runs are formed in; use ~num_docs/20000 at scale (C4 en: 16384)")
-    add("--m2_length", type=int, default=512, help="tokens per M2 example")
+        help="groups that runs are formed in; use ~num_docs/20000 at scale (C4 en: 16384; "
+             "default: %(default)s)")
+    add("--m2_length", type=int, default=512, help="tokens per M2 example (default: %(default)s)")
     add("--m2_mode", default="trim", choices=m2_examples.MODES,
-        help="trim: first m2_length tokens of each example (paper); split: keep every token")
-    add("--num_shards", type=int, default=4, help="TFRecord shards per method and split")
+        help="trim: first m2_length tokens of each example (paper); split: keep every token "
+             "(default: %(default)s)")
     add("--batch_size", type=int, default=256,
-        help="examples per compression batch: one M1 engine row each (more rows, more speed)")
+        help="examples per compression batch: one M1 engine row each (more rows, more speed; "
+             "default: %(default)s)")
+
+    group = parser.add_argument_group("models and artifacts")
+    add = group.add_argument
     add("--m1_checkpoint", default=DEFAULT_M1_CHECKPOINT,
-        help="M1 checkpoint directory (inside the worker image or on a Beam filesystem)")
+        help="M1 checkpoint directory (inside the worker image or on a Beam filesystem; "
+             "default: the shipped m1_checkpoint/)")
     add("--static_unigram", default=None,
         help="StaticAC model artifact (JSON); default: estimated on the train split")
     add("--spm_model", default=None,
         help="SentencePiece .model file; default: trained on the train split")
-    add("--spm_train_docs_permille", type=int, default=1000,
-        help="share of train documents (by URL hash, per mille) SentencePiece trains on")
+    add("--spm_train_bytes", type=int, default=DEFAULT_SPM_TRAIN_BYTES,
+        help="bytes of train text SentencePiece trains on: the documents of smallest hash "
+             "that fit, the same on any runner (default: %(default)s, enough for C4)")
     add("--artifact_cache_dir", default=None,
-        help="where estimated artifacts are cached (default <output_dir>/artifacts)")
+        help="where estimated artifacts are cached, keyed by the content they were estimated "
+             "from (default: <output_dir>/artifacts)")
+
+    group = parser.add_argument_group("output")
+    add = group.add_argument
+    add("--output_dir", default="./output",
+        help="where records, stats and manifest go: an empty or new directory, or one holding "
+             "a run of this job (default: %(default)s)")
+    add("--overwrite", action="store_true",
+        help="replace an existing run in --output_dir made with different flags")
+    add("--num_shards", type=int, default=4,
+        help="TFRecord shards per method and split (default: %(default)s)")
+    add("--break_lock", action="store_true",
+        help="remove a stale lock (--output_dir/.lock) left by a killed job; only when you know "
+             "no job runs there")
+
+    group = parser.add_argument_group("runner")
+    add = group.add_argument
     add("--runner_config", default=None,
-        help="a runner config name in runner_configs/ (direct, dataflow_gpu, flink, spark) or "
-             "a YAML path; its flags come first, command-line flags override them")
-    add("--fail_once_for_testing", default=None,
-        help="TEST ONLY: path of a marker file; the first compression bundle fails once")
+        help="a runner config name in runner_configs/ (direct, portable_embed, dataflow_gpu, "
+             "flink, spark) or a YAML path; its flags come first, command-line flags override")
+    add("--fail_once_for_testing", default=None, help=argparse.SUPPRESS)
+
+
+HELP_EPILOG = """Beam's own flags (--runner, --direct_num_workers, Dataflow's --project/--region/--worker_*,
+portable --job_endpoint, ...) are accepted too: list them with
+  python -m beam_pipeline --help_beam
+Decode a finished run back to text and compare it with its source:
+  python -m beam_pipeline.verify --output_dir=DIR"""
+
+
+def help_parser() -> argparse.ArgumentParser:
+  """The parser `--help` prints: the job's flags, grouped, with their defaults."""
+  parser = argparse.ArgumentParser(
+      prog="python -m beam_pipeline", epilog=HELP_EPILOG,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description="Compress a corpus with every method of Lester et al. (2024) into TFRecords "
+                  "that the SeqIO tasks read.")
+  CompressionOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+def beam_parser() -> argparse.ArgumentParser:
+  """A parser holding every flag Beam knows (all PipelineOptions classes), as Beam builds it."""
+  # Importing the runners registers their options classes (Flink, Spark, Dataflow, ...).
+  from apache_beam.options import pipeline_options as po
+  parser = po._BeamArgumentParser(  # pylint: disable=protected-access
+      prog="python -m beam_pipeline", allow_abbrev=False)
+  seen = {}
+  for cls in PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+def check_known_flags(argv: list[str], extra: argparse.ArgumentParser | None = None) -> None:
+  """ConfigError for any flag neither the job nor Beam knows (Beam itself only warns, and a
+  mistyped --ouput_dir would silently write to the default). Suggests the closest flag."""
+  parser = beam_parser()
+  _, unknown = parser.parse_known_args(argv)
+  if extra is not None:
+    extra_names = {o for action in extra._actions for o in action.option_strings}  # pylint: disable=protected-access
+    rest, skip_value = [], False
+    for arg in unknown:
+      if skip_value and not arg.startswith("-"):
+        skip_value = False
+        continue
+      skip_value = arg in extra_names  # '--name value': the value comes next
+      if arg.split("=", 1)[0] not in extra_names:
+        rest.append(arg)
+    unknown = rest
+  flags = [a for a in unknown if a.startswith("-")]
+  if not flags and unknown:
+    raise ConfigError(f"unexpected argument {unknown[0]!r}: flags take the form --name=value")
+  if not flags:
+    return
+  names = [o for action in parser._actions for o in action.option_strings]  # pylint: disable=protected-access
+  if extra is not None:
+    names += [o for action in extra._actions for o in action.option_strings]  # pylint: disable=protected-access
+  bad = flags[0].split("=", 1)[0]
+  close = difflib.get_close_matches(bad, names, n=1)
+  hint = f" (did you mean {close[0]}?)" if close else ""
+  raise ConfigError(f"unknown flag {bad}{hint}; see python -m beam_pipeline --help")
 
 
 def runner_config_path(name_or_path: str) -> pathlib.Path:

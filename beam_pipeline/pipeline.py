@@ -5,6 +5,7 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 import posixpath
 import time
 
@@ -16,24 +17,23 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline import artifacts as artifacts_lib
 from beam_pipeline import compress
 from beam_pipeline import options as options_lib
+from beam_pipeline import output_dir as output_dir_lib
 from beam_pipeline import runs
 from beam_pipeline import sources
 from beam_pipeline import write
 from neural_compression import m2_examples
 from neural_compression import methods
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest as rm
 
 FILE_LIST = ".files.json"
-DEAD_LETTERS = "dead_letters.jsonl"
+DEAD_LETTERS = rm.DEAD_LETTERS
 # Flags that define a run's content; the others (runner, paths) don't change the records.
 CONTENT_FLAGS = ("source", "input", "validation_input", "validation_percent", "methods",
                  "docs_per_run", "example_bytes", "examples_per_run", "run_buckets",
                  "m2_length", "m2_mode", "num_shards", "static_unigram", "spm_model",
-                 "spm_train_docs_permille")
-
-
-class ConfigError(ValueError):
-  """A configuration that cannot work; raised before the job starts. Says what to change."""
+                 "spm_train_bytes", "text_field", "text_lines", "invalid_utf8")
+ConfigError = options_lib.ConfigError
 
 
 def content_flags(opts) -> dict:
@@ -50,8 +50,53 @@ def directory_checksum(path: str) -> str:
   return h.hexdigest()
 
 
+def _matched_files(flag: str, pattern: str, source: str) -> set[str]:
+  """The files a --input/--validation_input pattern matches; ConfigError if it cannot be read."""
+  if source == "tfds":
+    if not FileSystems.exists(pattern):
+      raise ConfigError(f"--{flag}={pattern}: no such TFDS data_dir")
+    return {pattern}
+  if "://" not in pattern and os.path.isdir(pattern):
+    raise ConfigError(f"--{flag}={pattern} is a directory; give a file pattern such as "
+                      f"{posixpath.join(pattern, '*.json.gz')}")
+  try:
+    sources.check_pattern_matches(pattern)
+  except sources.NoFilesMatchedError as e:
+    raise ConfigError(f"--{flag}: {e}") from None
+  files = {m.path for m in FileSystems.match([pattern])[0].metadata_list}
+  directories = sorted(f for f in files if "://" not in f and os.path.isdir(f))
+  if directories and len(directories) == len(files):
+    raise ConfigError(f"--{flag}={pattern} matches only directories ({directories[0]}, ...)")
+  return files
+
+
+def _check_artifact_files(opts, specs) -> None:
+  """A given --static_unigram / --spm_model must load, and fit the methods; else ConfigError."""
+  if opts.static_unigram:
+    from neural_compression import static_unigram
+    try:
+      static_unigram.StaticUnigramModel.from_json(
+          artifacts_lib.read_bytes(opts.static_unigram).decode("utf-8"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ConfigError(f"--static_unigram={opts.static_unigram}: not a static unigram "
+                        f"artifact ({type(e).__name__}: {e})") from None
+  if opts.spm_model:
+    from neural_compression.baselines import sentencepiece_compressor as spc
+    try:
+      # The model loads lazily: ask its size here, so a bad file fails now.
+      pieces = spc.SentencePieceCompressor(artifacts_lib.read_bytes(opts.spm_model)).vocab_size
+    except Exception as e:  # pylint: disable=broad-except  (protobuf DecodeError, OSError & co.)
+      raise ConfigError(f"--spm_model={opts.spm_model}: not a SentencePiece model "
+                        f"({type(e).__name__}: {e})") from None
+    for spec in specs:
+      if spec.kind == "spm" and pieces != spec.spm_vocab_size:
+        raise ConfigError(f"--spm_model={opts.spm_model} has {pieces} pieces, "
+                          f"but --methods asks for {spec.name}")
+
+
 def validate(opts) -> list[methods.MethodSpec]:
-  """Checks flags before anything runs; returns the parsed methods."""
+  """Checks flags, inputs, artifacts and the output directory, writing nothing; returns the
+  parsed methods. Everything that can be checked before the job is checked here."""
   if opts.full_corpus:
     opts.examples_per_run = 0
   try:
@@ -71,63 +116,51 @@ def validate(opts) -> list[methods.MethodSpec]:
     raise ConfigError("--examples_per_run must be >= 0 (0 keeps every example)")
   if not 0 <= opts.validation_percent <= 100:
     raise ConfigError("--validation_percent must be in [0, 100]")
+  if opts.spm_train_bytes < 1:
+    raise ConfigError(f"--spm_train_bytes must be >= 1, got {opts.spm_train_bytes}")
+  if len({s.spm_vocab_size for s in specs if s.kind == "spm"}) > 1:
+    raise ConfigError("--methods: one run trains one SentencePiece model: list one spm:v<K>")
   if opts.source != "default" and not opts.input:
     raise ConfigError(f"--source={opts.source} needs --input (a file pattern or TFDS data_dir)")
   if opts.source == "default" and (opts.input or opts.validation_input):
     raise ConfigError("--source=default reads the embedded corpus: drop --input/--validation_input")
+  if opts.source != "default":
+    train = _matched_files("input", opts.input, opts.source)
+    if opts.validation_input:
+      if opts.validation_input == opts.input and opts.source != "tfds":
+        raise ConfigError("--validation_input is the same pattern as --input: the validation "
+                          "documents would also be training data")
+      shared_files = train & _matched_files("validation_input", opts.validation_input,
+                                            opts.source)
+      if shared_files and opts.source != "tfds":
+        raise ConfigError(f"--input and --validation_input both match {sorted(shared_files)[0]}"
+                          f"{' and others' if len(shared_files) > 1 else ''}: validation "
+                          "documents would leak into the training data")
+  _check_artifact_files(opts, specs)
   if any(s.uses_m1 for s in specs):
     from neural_compression.m1 import exact_engine
     try:
       exact_engine.verify_checkpoint(compress.local_copy(opts.m1_checkpoint))
     except (OSError, ValueError) as e:
       raise ConfigError(f"--m1_checkpoint={opts.m1_checkpoint}: {e}") from None
+  check_output_dir(output_dir_lib.inspect(opts.output_dir), opts)
   return specs
 
 
-def _ours(name: str) -> bool:
-  """Whether a top-level entry of an output directory is something a run writes."""
-  if name in (layout.MANIFEST, layout.STATS, FILE_LIST, DEAD_LETTERS, "verify.json",
-              "artifacts") or name.startswith(".tmp-"):
-    return True
-  return any(name == kind or name.startswith(kind + "_") for kind in methods.KINDS)
+def check_output_dir(state: output_dir_lib.OutputState, opts) -> None:
+  """ConfigError unless this job may write `state`'s directory (read-only checks)."""
+  output_dir_lib.refuse_foreign(state)
+  old = state.manifest
+  if old and old.get("flags") != content_flags(opts) and not opts.overwrite:
+    changed = sorted(k for k in CONTENT_FLAGS if old.get("flags", {}).get(k) != getattr(opts, k))
+    raise ConfigError(f"--output_dir={opts.output_dir} holds a different run (flags differ: "
+                      f"{', '.join(changed)}); pass --overwrite to replace it or pick another "
+                      "--output_dir")
 
 
-def prepare_output_dir(opts) -> None:
-  """Refuses to mix runs: an existing run with other content flags needs --overwrite; the old
-  run's files are removed before the new run writes (artifacts are kept). A directory holding
-  anything a run does not write is refused outright, so a wrong path never deletes user files."""
-  manifest = posixpath.join(opts.output_dir, layout.MANIFEST)
-  if FileSystems.exists(manifest):
-    old = json.loads(artifacts_lib.read_bytes(manifest))
-    if old.get("flags") != content_flags(opts) and not opts.overwrite:
-      changed = sorted(k for k in CONTENT_FLAGS if old.get("flags", {}).get(k) != getattr(opts, k))
-      raise ConfigError(f"--output_dir={opts.output_dir} holds a different run (flags differ: "
-                        f"{', '.join(changed)}); pass --overwrite to replace it or pick another "
-                        "--output_dir")
-  if not FileSystems.exists(opts.output_dir):
-    FileSystems.mkdirs(opts.output_dir)
-    return
-  entries = {}
-  # '**' lists every file below (Beam filesystems list files, not directories).
-  for meta in FileSystems.match([posixpath.join(opts.output_dir, "**")])[0].metadata_list:
-    rel = posixpath.relpath(meta.path, opts.output_dir) if "://" not in meta.path else \
-        meta.path[len(opts.output_dir.rstrip("/")) + 1:]
-    entries.setdefault(rel.split("/", 1)[0], []).append(meta.path)
-  foreign = sorted(name for name in entries if not _ours(name))
-  if foreign:
-    raise ConfigError(f"--output_dir={opts.output_dir} holds files this job did not write "
-                      f"({', '.join(foreign[:5])}); use an empty or new directory")
-  # The manifest goes first: from here on the directory holds no complete run.
-  if FileSystems.exists(manifest):
-    FileSystems.delete([manifest])
-  stale = [path for name, paths in entries.items() if name not in ("artifacts", layout.MANIFEST)
-           for path in paths]
-  if stale:
-    FileSystems.delete(stale)
-
-
-def _read(p, opts, pattern, label):
-  return sources.read_documents(p, opts.source, pattern, with_dead_letters=True, label=label)
+def _read(p, opts, pattern, label, split):
+  return sources.read_documents(p, opts.source, pattern, with_dead_letters=True, label=label,
+                                **artifacts_lib.sources_options(opts, split))
 
 
 def read_examples(p, opts):
@@ -139,27 +172,27 @@ def read_examples(p, opts):
   make_examples = lambda fixed: runs.DocumentsToExamples(
       opts.docs_per_run, opts.example_bytes, opts.examples_per_run, opts.run_buckets,
       opts.validation_percent, fixed)
-  docs, dead = _read(p, opts, opts.input, "ReadDocuments")
+  docs, dead = _read(p, opts, opts.input, "ReadDocuments", "train")
   if not opts.validation_input:
     return docs | "Examples" >> make_examples(None), dead
-  val_docs, val_dead = _read(p, opts, opts.validation_input, "ReadValidation")
+  val_docs, val_dead = _read(p, opts, opts.validation_input, "ReadValidation", "validation")
   examples = ((docs | "TrainExamples" >> make_examples("train"),
                val_docs | "ValidationExamples" >> make_examples("validation"))
               | "AllExamples" >> beam.Flatten())
   return examples, (dead, val_dead) | "AllDeadLetters" >> beam.Flatten()
 
 
-def build(p, opts, specs, artifacts: compress.Artifacts):
-  """Adds the job's stages to pipeline `p`."""
+def build(p, opts, specs, artifacts: compress.Artifacts, out_dir: str):
+  """Adds the job's stages to pipeline `p`, writing the run into `out_dir` (its staging dir)."""
   examples, dead = read_examples(p, opts)
   records, stats = examples | "CompressExamples" >> compress.CompressExamples(
       specs, artifacts, opts.m2_length, opts.m2_mode, opts.batch_size,
       opts.fail_once_for_testing)
-  files = records | "WriteRecords" >> write.WriteShardedRecords(opts.output_dir, opts.num_shards)
+  files = records | "WriteRecords" >> write.WriteShardedRecords(out_dir, opts.num_shards)
   bits_per_token = {s.slug: _bits_per_token(s, artifacts) for s in specs}
-  _ = stats | "WriteStats" >> write.WriteStats(opts.output_dir, bits_per_token, layout.STATS)
-  _ = files | "WriteFileList" >> write.WriteFileList(opts.output_dir, FILE_LIST)
-  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(posixpath.join(opts.output_dir, DEAD_LETTERS))
+  _ = stats | "WriteStats" >> write.WriteStats(out_dir, bits_per_token, layout.STATS)
+  _ = files | "WriteFileList" >> write.WriteFileList(out_dir, FILE_LIST)
+  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(posixpath.join(out_dir, DEAD_LETTERS))
 
 
 def _bits_per_token(spec, artifacts) -> float:
@@ -222,43 +255,84 @@ def accounting(counters: dict, stats: dict) -> dict:
   return {name: {"lhs": lhs, "rhs": rhs, "ok": lhs == rhs} for name, (lhs, rhs) in checks.items()}
 
 
-def run(argv: list[str] | None = None) -> dict:
-  """Runs the job; returns the manifest. Raises ConfigError before starting on bad flags."""
+def parse_flags(argv: list[str] | None):
+  """argv -> (PipelineOptions, CompressionOptions); ConfigError for unknown or bad flags."""
   try:
     argv = options_lib.expand_runner_config(list(argv or []))
   except (OSError, ValueError, yaml.YAMLError) as e:
     raise ConfigError(str(e)) from e
+  options_lib.check_known_flags(argv)
   pipeline_options = PipelineOptions(argv)
-  opts = pipeline_options.view_as(options_lib.CompressionOptions)
+  return pipeline_options, pipeline_options.view_as(options_lib.CompressionOptions)
+
+
+def _file_entry(out_dir: str, name: str) -> dict:
+  data = artifacts_lib.read_bytes(posixpath.join(out_dir, name))
+  return {"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def run(argv: list[str] | None = None) -> dict:
+  """Runs the job; returns the manifest. Raises ConfigError before touching anything on bad
+  flags, inputs, artifacts or output directory (see beam_pipeline/output_dir.py for the rest)."""
+  pipeline_options, opts = parse_flags(argv)
   specs = validate(opts)
-  prepare_output_dir(opts)
+  run_id = rm.new_run_id()
+  with output_dir_lib.locked(opts.output_dir, run_id, opts.break_lock):
+    # Again under the lock: another job may have finished meanwhile.
+    state = output_dir_lib.finish_interrupted_switch(output_dir_lib.inspect(opts.output_dir))
+    check_output_dir(state, opts)
+    output_dir_lib.remove_stale_staging(state)
+    staging = output_dir_lib.create_staging(opts.output_dir, run_id, content_flags(opts))
+    try:
+      manifest = _run_into(staging, run_id, pipeline_options, opts, specs)
+    except BaseException:
+      output_dir_lib.remove_staging(staging)  # the previous run was never touched
+      raise
+    # Not inside the try: once the switch has begun, the staged run is the only complete copy,
+    # and a failure leaves its journal for the next job to finish.
+    output_dir_lib.switch_over(opts.output_dir, staging, state.manifest, state.verify_report)
+  manifest["output_dir"] = opts.output_dir if "://" in opts.output_dir else posixpath.abspath(
+      opts.output_dir)
+  return manifest
+
+
+def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
+  """Runs the pipeline into `staging` and writes its manifest there; returns it (with stats)."""
   started = time.time()
-  prepared = artifacts_lib.prepare(opts, pipeline_options, specs)
+  prepared = artifacts_lib.prepare(opts, pipeline_options, specs, run_id)
+  uses_m1 = any(s.uses_m1 for s in specs)
   artifacts = compress.Artifacts(
-      m1_checkpoint=opts.m1_checkpoint if any(s.uses_m1 for s in specs) else None, **prepared)
+      m1_checkpoint=opts.m1_checkpoint if uses_m1 else None,
+      static_unigram_json=prepared["static_unigram_json"],
+      spm_model_proto=prepared["spm_model_proto"])
   p = beam.Pipeline(options=pipeline_options)
-  build(p, opts, specs, artifacts)
+  build(p, opts, specs, artifacts, staging)
   result = p.run()
   result.wait_until_finish()
-  files = json.loads(artifacts_lib.read_bytes(posixpath.join(opts.output_dir, FILE_LIST)))
-  stats = json.loads(artifacts_lib.read_bytes(posixpath.join(opts.output_dir, layout.STATS)))
+  files = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, FILE_LIST)))
+  stats = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, layout.STATS)))
   counters = _counters(result)
   checks = accounting(counters, stats)
   broken = {k: v for k, v in checks.items() if not v["ok"]}
   if broken:
-    raise AccountingError(f"the run's counters do not add up, output left incomplete: {broken}")
+    raise AccountingError(f"the run's counters do not add up; the run was not switched in and "
+                          f"any previous run is untouched: {broken}")
+  FileSystems.delete([posixpath.join(staging, FILE_LIST)])
   manifest = {
-      "format": "neural_compression.run_manifest",
-      "version": 1,
+      "format": rm.FORMAT,
+      "version": rm.VERSION,
+      "run_id": run_id,
       "flags": content_flags(opts),
       "methods": [s.name for s in specs],
-      "m1_checksum": (directory_checksum(opts.m1_checkpoint)
-                      if any(s.uses_m1 for s in specs) else None),
+      "m1_checkpoint": opts.m1_checkpoint if uses_m1 else None,
+      "m1_checksum": directory_checksum(opts.m1_checkpoint) if uses_m1 else None,
       "static_unigram_sha256": (hashlib.sha256(prepared["static_unigram_json"].encode()).hexdigest()
                                 if prepared["static_unigram_json"] else None),
       "spm_model_sha256": (hashlib.sha256(prepared["spm_model_proto"]).hexdigest()
                            if prepared["spm_model_proto"] else None),
+      "artifacts": prepared["provenance"],
       "files": files,
+      "run_files": [_file_entry(staging, name) for name in (layout.STATS, DEAD_LETTERS)],
       "records": {f"{s}/{split}": sum(f["records"] for f in files
                                       if f["method"] == s and f["split"] == split)
                   for s in stats for split in stats[s]},
@@ -267,14 +341,10 @@ def run(argv: list[str] | None = None) -> dict:
       "wall_seconds": round(time.time() - started, 1),
       "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
-  if FileSystems.exists(posixpath.join(opts.output_dir, FILE_LIST)):
-    FileSystems.delete([posixpath.join(opts.output_dir, FILE_LIST)])
-  # Written last: its presence marks a complete run.
-  write.write_atomically(posixpath.join(opts.output_dir, layout.MANIFEST),
-                         json.dumps(manifest, indent=1, sort_keys=True).encode())
+  # The staged run is complete once its manifest exists; the switch-over moves it in place.
+  output_dir_lib.write_file(posixpath.join(staging, layout.MANIFEST),
+                            json.dumps(manifest, indent=1, sort_keys=True).encode())
   manifest["stats"] = stats
-  manifest["output_dir"] = opts.output_dir if "://" in opts.output_dir else posixpath.abspath(
-      opts.output_dir)
   return manifest
 
 

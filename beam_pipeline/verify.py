@@ -4,7 +4,11 @@ back to text and compare them with the source, reporting mismatches by record.
 It rebuilds the source examples with the run's own flags (from its manifest), joins them with
 the records by example id, decodes each record's tokens with its method (`decode_prefix`: a
 trimmed record decodes to the first `raw_bytes` symbols of its example) and compares bytes.
-Exits 1 if any record mismatches; writes <output_dir>/verify.json.
+Before decoding, every file the manifest lists is checked (size, sha256, record count); a bad
+file is reported by name and its records are not decoded. The run's own M1 checkpoint and
+artifacts (recorded in the manifest) are used, checked by their checksums. Exits 1 if any file
+or record is bad, 2 (one `error:` line) if the run cannot be verified; writes
+<output_dir>/verify.json.
 """
 from __future__ import annotations
 
@@ -17,15 +21,19 @@ import sys
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline import artifacts as artifacts_lib
 from beam_pipeline import compress
 from beam_pipeline import options as options_lib
+from beam_pipeline import output_dir as output_dir_lib
 from beam_pipeline import pipeline
 from beam_pipeline import write
+from beam_pipeline.options import ConfigError
 from neural_compression import methods
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest as rm
 
 VERIFY_NAMESPACE = "verify"
 
@@ -47,15 +55,15 @@ def _sampled(example_id: str, percent: int) -> bool:
 class _CheckExampleFn(beam.DoFn):
   """(example_id, {'source': [symbols], slug: [records...]}) -> mismatch reports."""
 
-  def __init__(self, specs, artifacts, shared_handle, mode):
-    self._specs = specs
-    self._artifacts = artifacts
-    self._shared = shared_handle
+  def __init__(self, handler: compress.CompressionHandler, mode: str, bad_files: set[str]):
+    self._handler = handler
     self._mode = mode
+    # Records of files that failed their check are not read; their examples are not reported
+    # again as "no records" (the file problem already names them).
+    self._skip_missing = bool(bad_files)
 
   def setup(self):
-    self._compressors = self._shared.acquire(
-        lambda: compress._Compressors(self._specs, self._artifacts))  # pylint: disable=protected-access
+    self._compressors = self._handler.load()
 
   def process(self, keyed):
     example_id, groups = keyed
@@ -69,6 +77,9 @@ class _CheckExampleFn(beam.DoFn):
         continue
       source = sources_[0]
       if not records:
+        if self._skip_missing:
+          counter("unread_records").inc()
+          continue
         counter("missing_records").inc()
         yield {"method": slug, "example_id": example_id, "reason": "no records"}
         continue
@@ -101,72 +112,194 @@ class _CheckExampleFn(beam.DoFn):
       return f"decode failed: {type(e).__name__}: {e}"
 
 
-def run(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--output_dir", required=True)
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m beam_pipeline.verify",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--output_dir", required=True, help="the run to verify")
   parser.add_argument("--sample_percent", type=int, default=100,
-                      help="verify examples whose id hashes below this percentage")
+                      help="verify examples whose id hashes below this percentage, 1..100 "
+                           "(default: %(default)s); every file's sha256 is checked regardless")
   parser.add_argument("--methods", default=None, help="only these methods (default: all)")
+  parser.add_argument("--m1_checkpoint", default=None,
+                      help="M1 checkpoint (default: the one the run's manifest records; its "
+                           "checksum must match the manifest's m1_checksum)")
+  return parser
+
+
+def _read_manifest(output_dir: str) -> dict:
+  path = posixpath.join(output_dir, layout.MANIFEST)
+  if not FileSystems.exists(path):
+    raise ConfigError(f"no complete run in --output_dir={output_dir}: {path} does not exist")
+  try:
+    return rm.parse_manifest(artifacts_lib.read_bytes(path), path)
+  except rm.ManifestError as e:
+    raise ConfigError(str(e)) from None
+
+
+def _m1_checkpoint(requested: str | None, manifest: dict) -> str | None:
+  """The run's own M1 (or the one asked for), checked against the manifest's m1_checksum."""
+  if not any(methods.parse_method(m).uses_m1 for m in manifest["methods"]):
+    return None
+  path = requested or manifest.get("m1_checkpoint") or options_lib.DEFAULT_M1_CHECKPOINT
+  try:
+    checksum = pipeline.directory_checksum(path)
+  except OSError as e:
+    raise ConfigError(f"M1 checkpoint {path}: {e}") from None
+  if manifest.get("m1_checksum") and checksum != manifest["m1_checksum"]:
+    raise ConfigError(f"M1 checkpoint {path} (checksum {checksum[:12]}...) is not the one that "
+                      f"compressed this run (m1_checksum {manifest['m1_checksum'][:12]}...); "
+                      "pass --m1_checkpoint=<that checkpoint>")
+  return path
+
+
+def _run_artifact(manifest: dict, name: str, sha_key: str) -> bytes | None:
+  """The bytes of an artifact the run used, from the file its manifest records (sha256-checked)."""
+  want = manifest.get(sha_key)
+  if not want:
+    return None
+  info = manifest.get("artifacts", {}).get(name, {})
+  path = info.get("file") or info.get("given")
+  if not path:
+    return None
+  try:
+    data = artifacts_lib.read_bytes(path)
+  except OSError as e:
+    raise ConfigError(f"the run's {name} artifact {path}: {e}") from None
+  if hashlib.sha256(data).hexdigest() != want:
+    raise ConfigError(f"the run's {name} artifact {path} changed since the run (sha256 differs "
+                      f"from the manifest's {sha_key})")
+  return data
+
+
+def _artifacts(manifest, opts, pipeline_options, specs, m1) -> compress.Artifacts:
+  unigram = _run_artifact(manifest, "static_unigram", "static_unigram_sha256")
+  spm = _run_artifact(manifest, "spm", "spm_model_sha256")
+  need_unigram = any(s.kind in methods.UNIGRAM_KINDS for s in specs)
+  need_spm = any(s.kind == "spm" for s in specs)
+  if (need_unigram and unigram is None) or (need_spm and spm is None):
+    # A version-1 manifest records no artifact files: estimate them again, as the run did.
+    prepared = artifacts_lib.prepare(opts, pipeline_options, specs, rm.new_run_id())
+    unigram = unigram or (prepared["static_unigram_json"] or "").encode() or None
+    spm = spm or prepared["spm_model_proto"]
+  return compress.Artifacts(m1_checkpoint=m1,
+                            static_unigram_json=unigram.decode() if unigram else None,
+                            spm_model_proto=spm)
+
+
+def _size_of(path: str) -> int | None:
+  match = FileSystems.match([path])[0].metadata_list
+  return match[0].size_in_bytes if match else None
+
+
+class _ParseRecordsFn(beam.DoFn):
+  """Serialized records -> parsed ones; an unparseable record is a problem, not a crash."""
+
+  PROBLEM_TAG = "problem"
+
+  def __init__(self, slug: str):
+    self._slug = slug
+
+  def process(self, data: bytes):
+    try:
+      yield parse_record(data)
+    except Exception as e:  # pylint: disable=broad-except
+      yield beam.pvalue.TaggedOutput(self.PROBLEM_TAG, {
+          "method": self._slug, "example_id": "?",
+          "reason": f"unparseable record: {type(e).__name__}: {e}"})
+
+
+def run(argv=None) -> dict:
+  """Verifies a run; returns {'counters', 'file_problems', 'mismatches'}. ConfigError on bad
+  flags or a run that cannot be verified (named)."""
+  parser = _parser()
+  argv = list(argv or [])
+  options_lib.check_known_flags(argv, extra=parser)
   known, beam_args = parser.parse_known_args(argv)
-  manifest = json.loads(artifacts_lib.read_bytes(posixpath.join(known.output_dir, layout.MANIFEST)))
+  if not 1 <= known.sample_percent <= 100:
+    raise ConfigError(f"--sample_percent={known.sample_percent}: must be in 1..100 (a check "
+                      "of 0% checks nothing)")
+  manifest = _read_manifest(known.output_dir)
   flags = manifest["flags"]
   pipeline_options = PipelineOptions(beam_args)
   opts = pipeline_options.view_as(options_lib.CompressionOptions)
   for k, v in flags.items():
     setattr(opts, k, v)
   opts.output_dir = known.output_dir
-  specs = methods.parse_methods(known.methods or flags["methods"])
-  prepared = artifacts_lib.prepare(opts, pipeline_options, specs)
-  m1 = beam_args_m1(beam_args, manifest)
-  artifacts = compress.Artifacts(m1_checkpoint=m1, **prepared)
-  from apache_beam.utils import shared
+  try:
+    specs = methods.parse_methods(known.methods or flags["methods"])
+  except methods.MethodError as e:
+    raise ConfigError(f"--methods: {e}") from None
+  missing = [s.name for s in specs if s.name not in manifest["methods"]]
+  if missing:
+    raise ConfigError(f"--methods: the run has no {', '.join(missing)} (its methods: "
+                      f"{', '.join(manifest['methods'])})")
+  with output_dir_lib.locked(known.output_dir, "verify-" + rm.new_run_id()):
+    return _verify(known, manifest, pipeline_options, opts, specs)
+
+
+def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
+  output_dir = known.output_dir
+  shards = [i for s in specs for i in rm.shard_infos(manifest, s.slug)]
+  file_problems = rm.check_files(output_dir, shards + rm.run_file_infos(manifest), _size_of,
+                                 FileSystems.open)
+  bad = {line.split(": ", 1)[0] for line in file_problems}
+  m1 = _m1_checkpoint(known.m1_checkpoint, manifest)
+  artifacts = _artifacts(manifest, opts, pipeline_options, specs, m1)
+  handler = compress.CompressionHandler(specs, artifacts)
   percent = known.sample_percent
   with beam.Pipeline(options=pipeline_options) as p:
     examples, _ = pipeline.read_examples(p, opts)
     groups = {"source": examples | "SampleSource" >> beam.Filter(
         lambda kv: _sampled(kv[0], percent))}
+    parse_problems = []
     for spec in specs:
-      pattern = posixpath.join(known.output_dir, spec.slug, "*", "data-*.tfrecord")
+      paths = [posixpath.join(output_dir, i["path"]) for i in rm.shard_infos(manifest, spec.slug)]
+      paths = [path for path in paths if path not in bad]
+      parsed = (p | f"Files_{spec.slug}" >> beam.Create(paths)
+                | f"Read_{spec.slug}" >> beam.io.ReadAllFromTFRecord()
+                | f"Parse_{spec.slug}" >> beam.ParDo(_ParseRecordsFn(spec.slug)).with_outputs(
+                    _ParseRecordsFn.PROBLEM_TAG, main="records"))
+      parse_problems.append(parsed[_ParseRecordsFn.PROBLEM_TAG])
       groups[spec.slug] = (
-          p | f"Read_{spec.slug}" >> beam.io.ReadFromTFRecord(pattern)
-          | f"Parse_{spec.slug}" >> beam.Map(parse_record)
+          parsed.records
           | f"Sample_{spec.slug}" >> beam.Filter(lambda r: _sampled(r["example_id"], percent))
           | f"Key_{spec.slug}" >> beam.Map(lambda r: (r["example_id"], r)))
-    problems = (groups | "Join" >> beam.CoGroupByKey()
-                | "Check" >> beam.ParDo(_CheckExampleFn(specs, artifacts, shared.Shared(),
-                                                        opts.m2_mode)))
-    report_path = posixpath.join(known.output_dir, "verify.json")
+    checked = (groups | "Join" >> beam.CoGroupByKey()
+               | "Check" >> beam.ParDo(_CheckExampleFn(handler, opts.m2_mode, bad)))
+    problems = (parse_problems + [checked]) | "AllProblems" >> beam.Flatten()
+    report_path = posixpath.join(output_dir, rm.VERIFY_REPORT)
+    header = {"format": rm.VERIFY_FORMAT, "run_id": manifest.get("run_id"),
+              "sample_percent": percent, "file_problems": file_problems}
     _ = (problems | beam.combiners.ToList()
-         | beam.Map(lambda items: write.write_atomically(
-             report_path, json.dumps(sorted(items, key=lambda i: (i["method"], i["example_id"])),
-                                     indent=1).encode())))
+         | beam.Map(lambda items: write.write_atomically(report_path, json.dumps(
+             {**header, "mismatches": sorted(items, key=lambda i: (i["method"],
+                                                                  i["example_id"]))},
+             indent=1).encode())))
     result = p.run()
   counters = {f"{c.key.metric.name}": c.committed
               for c in result.metrics().query()["counters"]
               if c.key.metric.namespace == VERIFY_NAMESPACE}
   report = json.loads(artifacts_lib.read_bytes(report_path))
-  return {"counters": dict(sorted(counters.items())), "mismatches": report}
+  return {"counters": dict(sorted(counters.items())), "file_problems": file_problems,
+          "mismatches": report["mismatches"]}
 
 
-def beam_args_m1(beam_args, manifest) -> str | None:
-  if not any(methods.parse_method(m).uses_m1 for m in manifest["methods"]):
-    return None
-  for arg in beam_args:
-    if arg.startswith("--m1_checkpoint="):
-      return arg.split("=", 1)[1]
-  return options_lib.DEFAULT_M1_CHECKPOINT
-
-
-def main() -> int:
+def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO)
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
-  out = run(sys.argv[1:])
+  try:
+    out = run(sys.argv[1:] if argv is None else argv)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   for name, value in out["counters"].items():
     print(f"{name:60s} {value:>10,}")
+  for line in out["file_problems"]:
+    print(f"BAD FILE {line}")
   for m in out["mismatches"][:50]:
     print(f"MISMATCH {m['method']} {m['example_id']}: {m['reason']}")
-  print(f"{len(out['mismatches'])} mismatching examples")
-  return 1 if out["mismatches"] else 0
+  print(f"{len(out['file_problems'])} bad files, {len(out['mismatches'])} mismatching examples")
+  return 1 if out["mismatches"] or out["file_problems"] else 0
 
 
 if __name__ == "__main__":

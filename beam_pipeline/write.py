@@ -2,8 +2,8 @@
 
 Records go to shard sha256(sort_key) mod num_shards; each shard's records are sorted by key before
 writing, so a shard's bytes depend only on its contents, never on bundling, worker count or
-runner. A shard is written to a temporary name and renamed into place, so readers never see a
-partial file and a retried bundle replaces its own output with identical bytes.
+runner. A shard is written atomically (output_dir.write_file), so readers never see a partial file and
+a retried bundle replaces its own output with identical bytes.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import hashlib
 import io
 import json
 import posixpath
-import uuid
 
 import apache_beam as beam
 from apache_beam.io import tfrecordio
-from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline import output_dir as output_dir_lib
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest as rm
 
 WRITE_NAMESPACE = "write"
 
@@ -34,14 +34,8 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
   return out.getvalue()
 
 
-def write_atomically(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary sibling and renames it onto `path` (any Beam filesystem)."""
-  tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
-  with FileSystems.create(tmp) as f:
-    f.write(data)
-  if FileSystems.exists(path):
-    FileSystems.delete([path])
-  FileSystems.rename([tmp], [path])
+# A reader sees a file's old bytes or its new ones, never a part (see output_dir.write_file).
+write_atomically = output_dir_lib.write_file
 
 
 class _WriteShardFn(beam.DoFn):
@@ -62,7 +56,7 @@ class _WriteShardFn(beam.DoFn):
     write_atomically(path, data)
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(len(items))
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "files_written").inc()
-    yield {"path": posixpath.relpath(path, self._output_dir) if "://" not in path else path,
+    yield {"path": rm.relative_path(self._output_dir, path),
            "method": slug, "split": split, "records": len(items), "bytes": len(data),
            "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -46,7 +46,7 @@ def main() -> None:
          | beam.Map(lambda items: open(dump, "wb").write(pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
   data = [x for _, x in pickle.loads(open(dump, "rb").read())]
   specs = methods.parse_methods(args.methods)
-  compressors = compress._Compressors(specs, compress.Artifacts(  # pylint: disable=protected-access
+  compressors = compress.Compressors(specs, compress.Artifacts(
       m1_checkpoint=opts.m1_checkpoint))
   start = time.perf_counter()
   for _, compressor in compressors.by_slug.values():

@@ -13,9 +13,12 @@ from seqio_tasks import metrics
 from seqio_tasks import sampling
 from seqio_tasks import tasks
 from seqio_tasks import vocabularies
+from seqio_tasks.data import DamagedDataError
 from seqio_tasks.data import get_data_dir
 from seqio_tasks.data import MissingDataError
 from seqio_tasks.data import set_data_dir
+from seqio_tasks.data import verify_checksums
+from seqio_tasks.data import verify_run
 from seqio_tasks.metrics import bits_per_byte
 from seqio_tasks.sampling import prompt_task_name
 from seqio_tasks.tasks import register_method_task
@@ -24,6 +27,6 @@ from seqio_tasks.vocabularies import padded_vocab_size
 from seqio_tasks.vocabularies import vocabulary_for
 
 __all__ = ["data", "metrics", "sampling", "tasks", "vocabularies", "get_data_dir",
-           "MissingDataError", "set_data_dir", "bits_per_byte", "prompt_task_name",
-           "register_method_task", "task_name",
+           "MissingDataError", "DamagedDataError", "set_data_dir", "verify_checksums",
+           "verify_run", "bits_per_byte", "prompt_task_name", "register_method_task", "task_name",
            "padded_vocab_size", "vocabulary_for"]

@@ -12,6 +12,12 @@ A directory holds a *complete* run only once its manifest.json exists (output_la
 missing raises `MissingDataError`, whose message names the directory and the exact command that
 makes the data: `python -m beam_pipeline --output_dir=DIR --methods=METHOD`.
 
+Readers verify what they read (neural_compression.run_manifest): when a split's shards are
+listed, the files must be exactly the manifest's, each of its recorded size (one stat per
+file); with `verify_checksums(True)` (or $NCC_VERIFY_CHECKSUMS=1) each file's sha256 and record
+count are checked too, reading it once. A mismatch raises `DamagedDataError` naming the files.
+`verify_run(data_dir)` checks a whole run that way.
+
 This module reads what the Beam job writes but never imports it (the two share only the core
 package `neural_compression`); any filesystem tf.io.gfile knows (local, gs://) works.
 """
@@ -28,20 +34,28 @@ import gin
 import tensorflow as tf
 
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest
 
 DATA_DIR_ENV = "NCC_DATA_DIR"
 DEFAULT_DATA_DIR = "./output"
 M1_CHECKPOINT_ENV = "NCC_M1_CHECKPOINT"
 # The shipped M1 checkpoint, as the Beam job's default --m1_checkpoint.
 DEFAULT_M1_CHECKPOINT = str(pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint")
-ARTIFACTS_SUBDIR = "artifacts"  # <output_dir>/artifacts, the job's default --artifact_cache_dir
+ARTIFACTS_SUBDIR = run_manifest.ARTIFACTS_SUBDIR  # the job's default --artifact_cache_dir
+
+VERIFY_CHECKSUMS_ENV = "NCC_VERIFY_CHECKSUMS"
 
 _lock = threading.Lock()
 _data_dir_override: str | None = None
+_verify_override: bool | None = None
 
 
 class MissingDataError(FileNotFoundError):
   """A run, a method's records or an artifact is missing; the message says how to make it."""
+
+
+class DamagedDataError(ValueError):
+  """A run's files differ from what its manifest records; the message names every bad file."""
 
 
 def pipeline_command(data_dir: str, method: str) -> str:
@@ -83,6 +97,15 @@ def get_data_dir() -> str:
           or DEFAULT_DATA_DIR)
 
 
+def manifest_fingerprint(data_dir: str) -> tuple | None:
+  """(size, mtime) of the run's manifest, None if absent: cheap to ask, changes with the run."""
+  try:
+    stat = tf.io.gfile.stat(posixpath.join(data_dir, layout.MANIFEST))
+  except tf.errors.NotFoundError:
+    return None
+  return (stat.length, stat.mtime_nsec)
+
+
 def read_manifest(data_dir: str, method: str | None = None) -> dict:
   """Returns the run's manifest; raises MissingDataError if the run is absent or incomplete.
 
@@ -99,7 +122,13 @@ def read_manifest(data_dir: str, method: str | None = None) -> dict:
         f"last). Make the data with:\n  {hint}\nor point the tasks elsewhere with "
         f"${DATA_DIR_ENV} or seqio_tasks.set_data_dir(...)")
   with tf.io.gfile.GFile(path, "rb") as f:
-    return json.loads(f.read())
+    data_ = f.read()
+  try:
+    return run_manifest.parse_manifest(data_, path)
+  except run_manifest.ManifestError as e:
+    raise DamagedDataError(f"{e}; rewrite the run with:\n  "
+                           f"{pipeline_command(data_dir, method or '<methods>')} --overwrite"
+                           ) from None
 
 
 def check_method_split(data_dir: str, method: str, slug: str, split: str) -> dict:
@@ -119,26 +148,89 @@ def check_method_split(data_dir: str, method: str, slug: str, split: str) -> dic
   return manifest
 
 
-def list_record_files(data_dir: str, method: str, slug: str, split: str) -> list[str]:
-  """The record files of one method and split, sorted; MissingDataError if there are none."""
+@gin.configurable(module="seqio_tasks")
+def verify_checksums(enabled: bool = False) -> bool | None:
+  """Turns on the on-demand check: every shard's sha256 and record count before it is read.
+
+  Off by default (it reads every byte once more). Call `seqio_tasks.verify_checksums(True)`,
+  bind `seqio_tasks.verify_checksums.enabled = True` in gin, or set $NCC_VERIFY_CHECKSUMS=1.
+  Returns the previous Python setting.
+  """
+  global _verify_override
+  with _lock:
+    previous, _verify_override = _verify_override, enabled
+  return previous
+
+
+def _checksums_enabled() -> bool:
+  if _verify_override is not None:
+    return _verify_override
+  try:
+    if gin.query_parameter("seqio_tasks.verify_checksums.enabled"):
+      return True
+  except ValueError:  # not bound
+    pass
+  return os.environ.get(VERIFY_CHECKSUMS_ENV, "") not in ("", "0")
+
+
+def _size_of(path: str) -> int | None:
+  try:
+    return tf.io.gfile.stat(path).length
+  except tf.errors.NotFoundError:
+    return None
+
+
+def _damaged_run_error(data_dir: str, method: str, problems: list[str]) -> "DamagedDataError":
+  shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more"
+                                          if len(problems) > 10 else "")
+  return DamagedDataError(
+      f"the run in {data_dir!r} does not match its manifest:\n  {shown}\nThe files changed after "
+      f"the run wrote them; rewrite it with:\n  {pipeline_command(data_dir, method)} --overwrite")
+
+
+def list_record_files(data_dir: str, method: str, slug: str, split: str,
+                      checksums: bool | None = None) -> list[str]:
+  """The record files of one method and split, sorted, checked against the run's manifest.
+
+  At open (always): the shard files are exactly those the manifest lists, each of the size it
+  records. On demand (`checksums`, default: `verify_checksums`' setting): also each file's
+  sha256 and record count. Raises DamagedDataError naming every bad file, MissingDataError if
+  the run or its records are absent.
+  """
   manifest = check_method_split(data_dir, method, slug, split)
-  pattern = layout.file_pattern(data_dir, slug, split)
-  files = sorted(tf.io.gfile.glob(pattern))
-  # The manifest lists every shard the run wrote; anything else means the directory changed.
-  listed = sorted(f["path"] for f in manifest.get("files", [])
-                  if f.get("method") == slug and f.get("split") == split)
-  found = sorted(posixpath.relpath(f, data_dir) if "://" not in f else f for f in files)
-  if not files or (listed and listed != found):
-    raise MissingDataError(
-        f"the manifest in {data_dir!r} lists {len(listed)} {method!r} {split!r} shard(s) but "
-        f"{len(files)} file(s) match {pattern}: the directory was changed after the run. "
-        f"Rewrite it with:\n  {pipeline_command(data_dir, method)} --overwrite")
-  return files
+  files = sorted(tf.io.gfile.glob(layout.file_pattern(data_dir, slug, split)))
+  infos = run_manifest.shard_infos(manifest, slug, split)
+  problems = run_manifest.check_shard_set(data_dir, manifest, slug, split, files)
+  if checksums is None:
+    checksums = _checksums_enabled()
+  problems += run_manifest.check_files(data_dir, infos, _size_of,
+                                       _open_binary if checksums else None)
+  if problems:
+    raise _damaged_run_error(data_dir, method, sorted(set(problems)))
+  return [posixpath.join(data_dir, i["path"]) for i in infos]
+
+
+def _open_binary(path: str):
+  return tf.io.gfile.GFile(path, "rb")
+
+
+def verify_run(data_dir: str | None = None) -> list[str]:
+  """Checks every file of a run against its manifest, reading every byte (sha256, record
+  counts); returns the problems (empty: the run is intact). MissingDataError if there is none."""
+  data_dir = data_dir or get_data_dir()
+  manifest = read_manifest(data_dir)
+  infos = run_manifest.shard_infos(manifest) + run_manifest.run_file_infos(manifest)
+  return run_manifest.check_files(data_dir, infos, _size_of, _open_binary)
 
 
 def read_stats(data_dir: str) -> dict:
-  """The run's stats.json: {slug: {split: figures}} (bytes, tokens, ratios, M2 examples)."""
-  read_manifest(data_dir)  # stats of an incomplete run would be partial
+  """The run's stats.json: {slug: {split: figures}} (bytes, tokens, ratios, M2 examples),
+  checked against the sha256 its manifest records."""
+  manifest = read_manifest(data_dir)  # stats of an incomplete run would be partial
+  infos = [i for i in run_manifest.run_file_infos(manifest) if i["path"] == layout.STATS]
+  problems = run_manifest.check_files(data_dir, infos, _size_of, _open_binary)
+  if problems:
+    raise _damaged_run_error(data_dir, "<methods>", problems)
   with tf.io.gfile.GFile(posixpath.join(data_dir, layout.STATS), "rb") as f:
     return json.loads(f.read())
 
@@ -169,6 +261,9 @@ def read_artifact(data_dir: str, method: str, manifest_key: str, flag: str,
   given = manifest.get("flags", {}).get(flag)
   if given:
     candidates.append(given)
+  # Where the run says it found or cached the artifact (another --artifact_cache_dir, say).
+  candidates += [info["file"] for info in manifest.get("artifacts", {}).values()
+                 if info.get("sha256") == want and info.get("file")]
   artifacts_dir = posixpath.join(data_dir, ARTIFACTS_SUBDIR)
   candidates += sorted(tf.io.gfile.glob(posixpath.join(artifacts_dir, name_glob)))
   for path in candidates:

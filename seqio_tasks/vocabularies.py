@@ -42,6 +42,20 @@ from neural_compression import methods
 from neural_compression import symbols as sym
 from seqio_tasks import data
 
+# Built compressors, keyed by (family, method, artifact checksums...); manifests by data dir.
+_compressor_cache: dict[tuple, object] = {}
+_manifest_cache: dict[str, tuple] = {}
+_compressor_cache_lock = threading.Lock()
+
+
+
+def clear_cache() -> None:
+  """Drops every built compressor and cached manifest (frees M1; the next decode rebuilds)."""
+  with _compressor_cache_lock:
+    _compressor_cache.clear()
+    _manifest_cache.clear()
+
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -88,7 +102,8 @@ class CompressedTextVocabulary(seqio.Vocabulary):
   """Base of the method families: model ids (see the module docstring) <-> text.
 
   Subclasses say which methods they serve (`KINDS`) and how to build the method's Compressor
-  from the run's artifacts (`_build_compressor`). Thread-safe: the compressor is built once.
+  from the run's artifacts (`_build_compressor`). Thread-safe: a compressor is built once per set
+  of artifacts (`_artifact_key`).
   """
 
   KINDS: tuple[str, ...] = ()
@@ -109,7 +124,6 @@ class CompressedTextVocabulary(seqio.Vocabulary):
       raise methods.MethodError(f"{type(self).__name__} serves {self.KINDS}, not {method!r}")
     self.method = self.spec.name
     self._data_dir = data_dir
-    self._compressor = None
     self._lock = threading.Lock()
     super().__init__(extra_ids=0)
 
@@ -138,11 +152,41 @@ class CompressedTextVocabulary(seqio.Vocabulary):
 
   @property
   def compressor(self):
-    """The method's `Compressor`, built on first use from the run's artifacts."""
-    with self._lock:
-      if self._compressor is None:
-        self._compressor = self._build_compressor()
-      return self._compressor
+    """The method's `Compressor` for the run now in the data directory.
+
+    Cached by the checksums of the artifacts it is built from (`_artifact_key`), never by the
+    directory alone: point `set_data_dir` at another run, or rewrite the run, and the next
+    decode uses that run's artifacts.
+    """
+    key = (type(self).__name__, self.method) + self._artifact_key()
+    with _compressor_cache_lock:
+      compressor = _compressor_cache.get(key)
+    if compressor is None:
+      with self._lock:  # one build at a time per vocabulary
+        with _compressor_cache_lock:
+          compressor = _compressor_cache.get(key)
+        if compressor is None:
+          compressor = self._build_compressor()
+          with _compressor_cache_lock:
+            _compressor_cache[key] = compressor
+    return compressor
+
+  def _artifact_key(self) -> tuple:
+    """What identifies the artifacts a compressor is built from (none for gzip and bytes)."""
+    return ()
+
+  def _manifest(self) -> dict:
+    """The manifest of the run in the data directory, re-read whenever its file changes."""
+    data_dir = self.data_dir
+    stamp = data.manifest_fingerprint(data_dir)
+    with _compressor_cache_lock:
+      cached = _manifest_cache.get(data_dir)
+    if cached is None or cached[0] != stamp or stamp is None:
+      manifest = data.read_manifest(data_dir, self.method)
+      with _compressor_cache_lock:
+        _manifest_cache[data_dir] = (stamp, manifest)
+      return manifest
+    return cached[1]
 
   def _build_compressor(self):
     raise NotImplementedError
@@ -226,9 +270,9 @@ class CompressedTextVocabulary(seqio.Vocabulary):
   __repr__ = __str__
 
   def __getstate__(self):
-    # Picklable (seqio and Beam copy vocabularies): drop the lock and the built compressor.
+    # Picklable (seqio and Beam copy vocabularies): drop the lock (compressors live in the
+    # module's cache, not in the object).
     state = dict(self.__dict__)
-    state["_compressor"] = None
     del state["_lock"]
     return state
 
@@ -250,11 +294,15 @@ class M1ArithmeticVocabulary(CompressedTextVocabulary):
     super().__init__(method, data_dir)
     self._m1_checkpoint = m1_checkpoint
 
+  def _artifact_key(self) -> tuple:
+    return (self._m1_checkpoint or data.default_m1_checkpoint(),
+            self._manifest().get("m1_checksum"))
+
   def _build_compressor(self):
     # Imported here, and only for M1 methods: it pulls in the M1 engine.
     from neural_compression.m1 import exact_engine
     checkpoint = self._m1_checkpoint or data.default_m1_checkpoint()
-    manifest = data.read_manifest(self.data_dir, self.method)
+    manifest = self._manifest()
     want = manifest.get("m1_checksum")
     if want and data.directory_checksum(checkpoint) != want:
       raise data.MissingDataError(
@@ -269,6 +317,9 @@ class StaticArithmeticVocabulary(CompressedTextVocabulary):
   """StaticAC[v] and static EqualInfoAC[b, v]: the run's static unigram model (JSON artifact)."""
 
   KINDS = methods.UNIGRAM_KINDS
+
+  def _artifact_key(self) -> tuple:
+    return (self._manifest().get("static_unigram_sha256"),)
 
   def _build_compressor(self):
     from neural_compression import static_unigram
@@ -309,6 +360,9 @@ class SentencePieceVocabulary(CompressedTextVocabulary):
   def method_vocab_size(self) -> int:
     # The piece count is fixed by the method string; the model only confirms it.
     return self.spec.spm_vocab_size
+
+  def _artifact_key(self) -> tuple:
+    return (self._manifest().get("spm_model_sha256"),)
 
   def _build_compressor(self):
     proto = data.read_artifact(self.data_dir, self.method, "spm_model_sha256", "spm_model",

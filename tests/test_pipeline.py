@@ -1,5 +1,6 @@
 """End-to-end tests of the Beam job on a small generated corpus."""
 import hashlib
+import json
 import pathlib
 
 import pytest
@@ -80,6 +81,19 @@ def test_verify_reports_a_corrupted_record(direct_run, tmp_path, c4_input):
   with tf.io.TFRecordWriter(str(shard)) as w:
     w.write(first.SerializeToString())
   result = verify.run([f"--output_dir={copy}", "--methods=static_equal_info_ac:b16:v65k"])
+  # The file no longer matches its manifest entry: named, and its records are not decoded.
+  assert [line.split(": ")[0] for line in result["file_problems"]] == [str(shard)]
+  # A wrong record in a file whose manifest entry matches (e.g. a compressor bug): the decode
+  # check catches it.
+  manifest_path = copy / layout.MANIFEST
+  manifest = json.loads(manifest_path.read_text())
+  data = shard.read_bytes()
+  for info in manifest["files"]:
+    if copy / info["path"] == shard:
+      info.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), records=1)
+  manifest_path.write_text(json.dumps(manifest))
+  result = verify.run([f"--output_dir={copy}", "--methods=static_equal_info_ac:b16:v65k"])
+  assert result["file_problems"] == []
   assert any(m["method"] == slug for m in result["mismatches"]), result["counters"]
 
 
@@ -100,20 +114,20 @@ def test_second_run_replaces_the_first_with_identical_bytes(direct_run, c4_input
   pattern, _ = c4_input
   out, _ = direct_run
   again = tmp_path / "again"
-  pipeline.run(job_args(pattern, again))
-  first = file_hashes(again)
-  # A stale shard from an older run (e.g. one with more shards) must not survive.
+  pipeline.run(job_args(pattern, again, "--num_shards=5"))
+  five = file_hashes(again)
+  # A recorded shard of the older run (it had more shards) must not survive the new one.
+  manifest = pipeline.run(job_args(pattern, again, "--overwrite"))
+  assert file_hashes(again) == file_hashes(out)
+  assert not any(name.endswith("-of-00005.tfrecord") for name in file_hashes(again)), five
+  # A file no run recorded is refused, never cleaned, even with --overwrite.
   stale = again / "static_ac_v256" / "train" / "data-00009-of-00010.tfrecord"
   stale.write_bytes(b"old")
-  manifest = pipeline.run(job_args(pattern, again))
-  assert file_hashes(again) == first == file_hashes(out)
-  assert not stale.exists()
-  # A directory with files the job did not write is refused, never cleaned.
   (again / "notes.txt").write_text("mine")
-  with pytest.raises(pipeline.ConfigError, match="did not write"):
-    pipeline.run(job_args(pattern, again))
-  assert (again / "notes.txt").read_text() == "mine"
-  assert sorted(f["path"] for f in manifest["files"]) == sorted(first)
+  with pytest.raises(pipeline.ConfigError, match="notes.txt"):
+    pipeline.run(job_args(pattern, again, "--overwrite"))
+  assert (again / "notes.txt").read_text() == "mine" and stale.read_bytes() == b"old"
+  assert sorted(f["path"] for f in manifest["files"]) == sorted(file_hashes(out))
 
 
 def test_different_flags_into_the_same_directory_are_refused(direct_run, c4_input):

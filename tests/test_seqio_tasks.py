@@ -257,7 +257,7 @@ def test_shards_missing_from_a_complete_run_are_refused(run_dir, tmp_path):
   shutil.copytree(run_dir, copy)
   sorted((copy / "bytes" / "train").glob("data-*.tfrecord"))[0].unlink()
   seqio_tasks.set_data_dir(str(copy))
-  with pytest.raises(seqio_tasks.MissingDataError, match="changed after the run"):
+  with pytest.raises(seqio_tasks.DamagedDataError, match="changed after the run"):
     seqio.get_mixture_or_task("c4_bytes").get_dataset({"targets": 512}, split="train")
   # Other splits and methods of the run still read.
   task = seqio.get_mixture_or_task("c4_bytes")

@@ -1,6 +1,8 @@
 """Vocabularies: the id layout, text <-> ids through each method, TF ops, identity, artifacts."""
 from __future__ import annotations
 
+import json
+import pathlib
 import pickle
 import shutil
 
@@ -131,11 +133,17 @@ def test_artifacts_are_found_by_the_manifest_checksum(run_dir, tmp_path):
   copy = tmp_path / "run"
   shutil.copytree(run_dir, copy)
   (unigram,) = (copy / "artifacts").glob("static_unigram-*.json")
+  # The copy's manifest records its own artifact files (the run's point to the original).
+  manifest = json.loads((copy / "manifest.json").read_text())
+  for info in manifest["artifacts"].values():
+    info["file"] = str(copy / "artifacts" / pathlib.Path(info["file"]).name)
+  (copy / "manifest.json").write_text(json.dumps(manifest))
   vocab = vocabularies.StaticArithmeticVocabulary("static_ac:v256", data_dir=str(copy))
   ids = seqio_tasks.vocabulary_for("static_ac:v256").encode("checksum")
   assert vocab.decode(ids) == "checksum"
   # Another file under the same name is not the run's model: refuse rather than misdecode.
   unigram.write_text(unigram.read_text().replace('"source": "', '"source": "x'))
+  vocabularies.clear_cache()  # built compressors are shared by artifact checksum
   fresh = vocabularies.StaticArithmeticVocabulary("static_ac:v256", data_dir=str(copy))
   with pytest.raises(data.MissingDataError, match="sha256"):
     fresh.decode(ids)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import pytest
 
 from beam_pipeline import sources
+from beam_pipeline.sources import streams
 
 
 def _c4(i: int, text: str | None = None) -> dict:
@@ -89,7 +90,7 @@ def _assert_bytes_balance(counters):
 def test_line_splitter_matches_split_for_any_chunking(data, cuts):
   bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
   chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
-  got = list(sources._LineSplitter().iter_lines(chunks))
+  got = list(streams.LineSplitter().iter_lines(chunks))
   expected = data.split(b"\n")
   if expected and expected[-1] == b"":
     expected.pop()  # A final terminator does not start another line.
@@ -125,14 +126,16 @@ def test_decompress_roundtrip_members_and_truncation(compression):
   # Two concatenated members (zlib/deflate has no member concatenation).
   if compression != CompressionTypes.DEFLATE:
     blob = compress(payload) + compress(payload)
-    assert b"".join(sources._iter_decompressed(_Reader(blob), compression)) == (
+    assert b"".join(streams.iter_decompressed(_Reader(blob), compression)) == (
         payload * 2)
   blob = compress(payload)
-  assert b"".join(sources._iter_decompressed(_Reader(blob), compression)) == (
+  assert b"".join(streams.iter_decompressed(_Reader(blob), compression)) == (
       payload)
-  assert list(sources._iter_decompressed(_Reader(b""), compression)) == []
-  with pytest.raises(sources._CorruptStreamError):
-    list(sources._iter_decompressed(_Reader(blob[:len(blob) - 3]),
+  # A zero-byte compressed file is a file truncated to nothing (no compressor writes one).
+  with pytest.raises(streams.CorruptStreamError, match="zero-byte"):
+    list(streams.iter_decompressed(_Reader(b""), compression))
+  with pytest.raises(streams.CorruptStreamError):
+    list(streams.iter_decompressed(_Reader(blob[:len(blob) - 3]),
                                     compression))
 
 

@@ -1,0 +1,35 @@
+"""C4 JSON shards: one {text, url, timestamp} object per line, all three required strings."""
+from __future__ import annotations
+
+from beam_pipeline.sources.common import C4_FIELDS
+from beam_pipeline.sources.common import checked_string
+from beam_pipeline.sources.common import parse_json_object
+from beam_pipeline.sources.files import ReadFileFn
+from beam_pipeline.sources.files import ReadFiles
+
+
+def _parse_c4_line(path: str, line: int, raw: bytes) -> dict:
+  """A C4 JSON line: text, url and timestamp are all required strings."""
+  del path, line  # C4 records carry their own URL.
+  obj = parse_json_object(raw)
+  return {field: checked_string(obj, field, required=True)
+          for field in C4_FIELDS}
+
+
+class ReadC4Json(ReadFiles):
+  """Reads C4 JSON shards: one JSON object {text, url, timestamp} per line.
+
+  Example: `p | ReadC4Json("gs://bucket/c4/en/c4-train.*-of-01024.json.gz")`.
+
+  Args:
+    file_pattern: glob over any Beam filesystem; compression by extension.
+    with_dead_letters: if True the transform returns (records, dead_letters).
+    validate: check at construction time that the pattern matches files.
+    label: optional transform label.
+
+  Lines missing any of the three fields, or with a non-string one, are
+  dead-lettered: a C4 record without its URL could not be split.
+  """
+
+  def _make_fn(self):
+    return ReadFileFn(_parse_c4_line, per_line=True)

@@ -1,0 +1,155 @@
+"""The generic file reader: match a glob, read each file as lines or whole, parse each unit with a
+format's parser (`parse(path, line, raw) -> record` or raise Rejected), dead-letter the rest.
+
+Each format (c4_json, jsonl, text) only supplies its parser, as datatrove's readers do."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+
+from beam_pipeline.sources.common import check_pattern_matches
+from beam_pipeline.sources.common import counter
+from beam_pipeline.sources.common import DEAD_LETTER_TAG
+from beam_pipeline.sources.common import make_dead_letter
+from beam_pipeline.sources.common import MAX_LOGGED_DEAD_LETTERS
+from beam_pipeline.sources.common import NoFilesMatchedError
+from beam_pipeline.sources.common import REASON_CORRUPT
+from beam_pipeline.sources.common import RECORDS_TAG
+from beam_pipeline.sources.common import Rejected
+from beam_pipeline.sources.common import split_outputs
+from beam_pipeline.sources.streams import CorruptStreamError
+from beam_pipeline.sources.streams import iter_decompressed
+from beam_pipeline.sources.streams import LineSplitter
+from beam_pipeline.sources.streams import open_raw
+
+
+class ReadFileFn(beam.DoFn):
+  """Reads ReadableFiles into records (main output) and dead letters.
+
+  In line mode each line is a unit; otherwise the whole file is one unit,
+  numbered line 1. `parse(path, line, raw)` returns a record or raises
+  Rejected.
+  """
+
+  def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool):
+    self._parse = parse
+    self._per_line = per_line
+    self._files_read = counter("files_read")
+    self._lines_read = counter("lines_read")
+    self._empty_lines = counter("empty_lines")
+    self._documents_read = counter("documents_read")
+    self._malformed = counter(
+        "malformed_lines" if per_line else "malformed_files")
+    self._corrupt_files = counter("corrupt_files")
+    self._dead_letters = counter("dead_letters")
+    self._bytes_read = counter("bytes_read")
+    self._bytes_emitted = counter("bytes_emitted")
+    self._bytes_dead_lettered = counter("bytes_dead_lettered")
+    self._logged = 0
+
+  def _dead_letter(self, path, line, reason, detail, raw):
+    self._dead_letters.inc()
+    self._bytes_dead_lettered.inc(len(raw))
+    if self._logged < MAX_LOGGED_DEAD_LETTERS:
+      self._logged += 1
+      logging.warning("dead letter %s:%d %s: %s", path, line, reason, detail)
+    return beam.pvalue.TaggedOutput(
+        DEAD_LETTER_TAG, make_dead_letter(path, line, reason, detail, raw))
+
+  def _unit(self, path: str, line: int, raw: bytes):
+    """Turns one unit into a record or a dead letter; yields what to emit."""
+    self._bytes_read.inc(len(raw))
+    try:
+      record = self._parse(path, line, raw)
+    except Rejected as e:
+      self._malformed.inc()
+      yield self._dead_letter(path, line, e.reason, e.detail, raw)
+      return
+    self._documents_read.inc()
+    self._bytes_emitted.inc(len(raw))
+    yield record
+
+  def process(self, readable_file: fileio.ReadableFile):
+    path = readable_file.metadata.path
+    compression = CompressionTypes.detect_compression_type(path)
+    self._files_read.inc()
+    with open_raw(readable_file) as raw_stream:
+      chunks = iter_decompressed(raw_stream, compression)
+      if self._per_line:
+        yield from self._process_lines(path, chunks)
+      else:
+        yield from self._process_whole(path, chunks)
+
+  def _process_lines(self, path, chunks):
+    splitter = LineSplitter()
+    try:
+      for line, raw in splitter.iter_lines(chunks):
+        self._lines_read.inc()
+        if not raw:
+          self._empty_lines.inc()
+          continue
+        yield from self._unit(path, line, raw)
+    except CorruptStreamError as e:
+      self._corrupt_files.inc()
+      tail = splitter.pending_bytes()
+      self._bytes_read.inc(len(tail))
+      yield self._dead_letter(
+          path, splitter.line_no + 1, REASON_CORRUPT,
+          f"{e}; lines from here to the end of the file are lost", tail)
+
+  def _process_whole(self, path, chunks):
+    parts = []
+    try:
+      for chunk in chunks:
+        parts.append(chunk)
+    except CorruptStreamError as e:
+      # A truncated document is not the document: reject all of it.
+      self._corrupt_files.inc()
+      raw = b"".join(parts)
+      self._bytes_read.inc(len(raw))
+      yield self._dead_letter(path, 1, REASON_CORRUPT, str(e), raw)
+      return
+    raw = b"".join(parts)
+    if not raw:
+      self._empty_lines.inc()  # An empty file is one zero-byte unit.
+      return
+    yield from self._unit(path, 1, raw)
+
+
+class ReadFiles(beam.PTransform):
+  """Base of the file readers: match a glob, read each file with a ReadFileFn."""
+
+  def __init__(self, file_pattern: str, *, with_dead_letters: bool = False,
+               validate: bool = True, label: str | None = None):
+    super().__init__(label)
+    if not isinstance(file_pattern, str) or not file_pattern:
+      raise NoFilesMatchedError(
+          f"{type(self).__name__} needs a non-empty file pattern, got "
+          f"{file_pattern!r}")
+    self._file_pattern = file_pattern
+    self._with_dead_letters = with_dead_letters
+    self._validate = validate
+
+  def _make_fn(self) -> ReadFileFn:
+    raise NotImplementedError
+
+  def expand(self, pbegin):
+    if self._validate:
+      check_pattern_matches(self._file_pattern)
+    outputs = (
+        pbegin
+        # DISALLOW: even with validate=False, or if the files vanish before
+        # the job runs, an empty match fails the job naming the pattern.
+        | "MatchFiles" >> fileio.MatchFiles(
+            self._file_pattern,
+            empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+        # ReadMatches reshuffles, so shards spread over workers.
+        | "ReadMatches" >> fileio.ReadMatches(
+            compression=CompressionTypes.UNCOMPRESSED, skip_directories=True)
+        | "ReadFiles" >> beam.ParDo(self._make_fn()).with_outputs(
+            DEAD_LETTER_TAG, main=RECORDS_TAG))
+    return split_outputs(outputs, self._with_dead_letters)

@@ -1,0 +1,129 @@
+"""Byte streams: decompression with truncation detection, and line splitting (see the package doc)."""
+from __future__ import annotations
+
+import bz2
+import lzma
+import zlib
+from typing import Iterable
+from typing import Iterator
+
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+
+from beam_pipeline.sources.common import READ_CHUNK_BYTES
+
+
+class CorruptStreamError(Exception):
+  """The compressed stream of a file is damaged or truncated."""
+
+
+def new_decompressor(compression_type: str):
+  """Returns a fresh streaming decompressor, with `decompress`, `eof`, `unused_data`."""
+  if compression_type == CompressionTypes.GZIP:
+    return zlib.decompressobj(zlib.MAX_WBITS | 16)  # gzip header and trailer.
+  if compression_type == CompressionTypes.DEFLATE:
+    return zlib.decompressobj()  # zlib-wrapped deflate, as Beam writes it.
+  if compression_type == CompressionTypes.BZIP2:
+    return bz2.BZ2Decompressor()
+  if compression_type == CompressionTypes.LZMA:
+    return lzma.LZMADecompressor()
+  if compression_type == CompressionTypes.ZSTD:
+    import zstandard  # pylint: disable=g-import-not-at-top  # Optional, as in Beam.
+    # Same window cap as Beam's CompressedFile, for the same memory reason.
+    return zstandard.ZstdDecompressor(
+        max_window_size=2147483648).decompressobj()
+  raise ValueError(f"unsupported compression type {compression_type!r}")
+
+
+def iter_decompressed(raw, compression_type: str) -> Iterator[bytes]:
+  """Yields the decompressed content of the raw stream `raw`, chunk by chunk.
+
+  Raises:
+    CorruptStreamError: the stream fails to decompress, or ends before the
+      end-of-stream marker of its last member. Everything decompressed before
+      that has been yielded.
+  """
+  if compression_type == CompressionTypes.UNCOMPRESSED:
+    while chunk := raw.read(READ_CHUNK_BYTES):
+      yield chunk
+    return
+  decompressor = new_decompressor(compression_type)
+  consumed_any = False
+  while True:
+    if decompressor.eof:
+      # A member ended; what follows, if anything, is another member.
+      buf = decompressor.unused_data or raw.read(READ_CHUNK_BYTES)
+      if not buf:
+        return
+      decompressor = new_decompressor(compression_type)
+    else:
+      buf = raw.read(READ_CHUNK_BYTES)
+      if not buf:
+        if not consumed_any:
+          # Python's gzip reads a zero-byte file as empty, but no compressor writes one (an
+          # empty gzip stream is 20 bytes): it is a file truncated to nothing.
+          raise CorruptStreamError(
+              f"zero-byte {compression_type} file: not a valid compressed stream "
+              "(truncated to nothing)")
+        raise CorruptStreamError(
+            "compressed stream ended before its end-of-stream marker "
+            "(truncated file)")
+    consumed_any = True
+    try:
+      out = decompressor.decompress(buf)
+    except MemoryError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # zlib.error, OSError (bz2), LZMAError, ZstdError, EOFError: all mean
+      # the bytes are not a valid stream. Filesystem I/O errors are raised by
+      # raw.read above, outside this try, so they still reach the runner.
+      raise CorruptStreamError(f"{type(e).__name__}: {e}") from e
+    if out:
+      yield out
+
+
+class LineSplitter:
+  """Splits byte chunks into lines; remembers where it is for error reports.
+
+  Attributes:
+    line_no: 1-based number of the last line yielded (0 before the first).
+  """
+
+  def __init__(self):
+    self.line_no = 0
+    self._pending: list[bytes] = []
+
+  def pending_bytes(self) -> bytes:
+    """Bytes of the current, not yet terminated, line."""
+    return b"".join(self._pending)
+
+  def _finish(self, line: bytes) -> tuple[int, bytes]:
+    self.line_no += 1
+    if line.endswith(b"\r"):
+      line = line[:-1]
+    return self.line_no, line
+
+  def iter_lines(self, chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Yields (1-based line number, line bytes without terminator)."""
+    for chunk in chunks:
+      if b"\n" not in chunk:
+        # Keep partial lines as a list, so a long line costs O(n), not O(n^2).
+        self._pending.append(chunk)
+        continue
+      parts = chunk.split(b"\n")
+      self._pending.append(parts[0])
+      first = b"".join(self._pending)
+      self._pending = [parts[-1]] if parts[-1] else []
+      yield self._finish(first)
+      for part in parts[1:-1]:
+        yield self._finish(part)
+    if self._pending:
+      last = b"".join(self._pending)
+      self._pending = []
+      yield self._finish(last)
+
+
+def open_raw(readable_file: fileio.ReadableFile):
+  # UNCOMPRESSED: we want the raw bytes and decompress them ourselves.
+  return readable_file.open(mime_type="application/octet-stream",
+                            compression_type=CompressionTypes.UNCOMPRESSED)
