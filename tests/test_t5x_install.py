@@ -104,3 +104,11 @@ def test_make_t5x_installs_the_wheels_where_they_are(tmp_path):
   assert (tmp_path / "venv" / ".t5x-installed").exists()
   assert os.path.getmtime(tmp_path / "venv" / ".t5x-installed") >= os.path.getmtime(
       tmp_path / "venv" / ".installed")
+
+
+def test_readme_installs_the_same_commits():
+  readme = (REPO / "README.md").read_text()
+  block = re.search(r"```sh\npip install -e '\.\[t5x\]'\n(.*?)```", readme, re.S).group(1)
+  urls = re.findall(r"'(git\+[^']+)'", block)
+  assert urls == [s.removeprefix("-e ") for s in _setup_value("T5X_FROM_GITHUB")]
+  assert "-e 'git+https://github.com/google-research/t5x@" in block  # editable, see setup.py
