@@ -1,6 +1,8 @@
 """`python -m beam_pipeline [flags]`: the main job (see beam_pipeline/options.py for flags)."""
 import logging
+import signal
 import sys
+import threading
 
 from beam_pipeline import options
 from beam_pipeline import pipeline
@@ -18,8 +20,19 @@ def configure_logging() -> None:
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def stop_on_sigterm() -> None:
+  """SIGTERM (a scheduler's kill, `timeout`) unwinds like Ctrl-C: the job removes its staging
+  directory and releases its lock instead of leaving them for --break_lock."""
+  def handler(signum, frame):
+    del frame
+    raise SystemExit(128 + signum)
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
   configure_logging()
+  stop_on_sigterm()
   argv = sys.argv[1:] if argv is None else argv
   if "-h" in argv or "--help" in argv:
     print(options.help_parser().format_help())

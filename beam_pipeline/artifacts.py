@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 
 import apache_beam as beam
@@ -107,7 +108,8 @@ class BoundedSample(beam.CombineFn):
   """Documents -> those of smallest digest (`document_digest`) whose texts fit a byte budget.
 
   The result is the longest prefix, in digest order, of all the documents whose UTF-8 texts
-  total at most `budget_bytes`: a hash sample that depends on the documents only, never on
+  total at most `budget_bytes` (documents of equal digest, duplicates, are in or out together):
+  a hash sample that depends on the documents only, never on
   bundling, worker count or runner. An accumulator holds its own documents' prefix and the
   digest of the first document it dropped (its cutoff); merged, every document at or above the
   smallest cutoff is out, which makes partial prefixes add up to exactly the global one. Memory
@@ -130,6 +132,9 @@ class BoundedSample(beam.CombineFn):
     for item in items:
       if size + item[2] > self._budget:
         cutoff = item[0] if cutoff is None else min(cutoff, item[0])
+        # Documents of equal digest (a duplicated line) stand or fall together.
+        while kept and kept[-1][0] == cutoff:
+          size -= kept.pop()[2]
         break
       kept.append(item)
       size += item[2]
@@ -184,8 +189,32 @@ def _estimate(opts, pipeline_options, work_dir: str, want_unigram: bool, want_sp
   return json.loads(read_bytes(out_path))
 
 
-def _given(path: str, data: bytes) -> dict:
-  return {"given": path, "sha256": hashlib.sha256(data).hexdigest()}
+def _recorded_path(opts, path: str) -> str:
+  """An artifact's path as the manifest records it: relative to --output_dir when inside it
+  (so a copied run finds it), else absolute."""
+  if "://" in path:
+    return path
+  try:
+    rel = rm.relative_path(os.path.abspath(opts.output_dir), os.path.abspath(path))
+  except ValueError:
+    return os.path.abspath(path)
+  return rel if rm.is_inside(rel) else os.path.abspath(path)
+
+
+def _cache_copy(cache_dir: str, name: str, data: bytes) -> str:
+  """Writes `data` under `name` in the cache unless an identical file is there; returns its path."""
+  path = posixpath.join(cache_dir, name)
+  if not FileSystems.exists(path) or read_bytes(path) != data:
+    output_dir_lib.write_file(path, data)
+  return path
+
+
+def _given(opts, cache_dir: str, flag_path: str, data: bytes, prefix: str, suffix: str) -> dict:
+  """Provenance of an artifact given by flag; a copy goes into the cache, so the run keeps it
+  even if the given file moves."""
+  digest = hashlib.sha256(data).hexdigest()
+  copy = _cache_copy(cache_dir, f"{prefix}-{digest[:12]}{suffix}", data)
+  return {"given": flag_path, "sha256": digest, "file": _recorded_path(opts, copy)}
 
 
 def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
@@ -197,11 +226,13 @@ def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
   out = {"static_unigram_json": None, "spm_model_proto": None, "provenance": {}}
   if need_unigram and opts.static_unigram:
     out["static_unigram_json"] = read_bytes(opts.static_unigram).decode()
-    out["provenance"]["static_unigram"] = _given(opts.static_unigram,
-                                                 out["static_unigram_json"].encode())
+    out["provenance"]["static_unigram"] = _given(
+        opts, cache_dir, opts.static_unigram, out["static_unigram_json"].encode(),
+        "static_unigram", ".json")
   if spm_specs and opts.spm_model:
     out["spm_model_proto"] = read_bytes(opts.spm_model)
-    out["provenance"]["spm"] = _given(opts.spm_model, out["spm_model_proto"])
+    out["provenance"]["spm"] = _given(opts, cache_dir, opts.spm_model, out["spm_model_proto"],
+                                      f"spm_v{spm_specs[0].spm_vocab_size}", ".model")
   want_unigram = need_unigram and out["static_unigram_json"] is None
   want_spm = bool(spm_specs) and out["spm_model_proto"] is None
   if not (want_unigram or want_spm):
@@ -220,6 +251,18 @@ def prepare(opts, pipeline_options, specs, run_id: str = "estimate") -> dict:
   return out
 
 
+def _cached_model(path: str) -> bytes | None:
+  """A cached model whose bytes match the sha256 written beside it when it was trained; None
+  (retrain) if either file is missing or they disagree (a damaged or swapped cache entry)."""
+  if not (FileSystems.exists(path) and FileSystems.exists(path + ".sha256")):
+    return None
+  proto = read_bytes(path)
+  if hashlib.sha256(proto).hexdigest() != read_bytes(path + ".sha256").decode().strip():
+    logging.warning("cached %s does not match its recorded sha256: training it again", path)
+    return None
+  return proto
+
+
 def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
   source = estimates["train"]
   if not source["documents"]:
@@ -231,11 +274,10 @@ def _unigram(opts, cache_dir: str, estimates: dict, out: dict) -> None:
       source=f"train split, {source['documents']} documents, content {source['content_sha256']}")
   text = model.to_json()
   digest = hashlib.sha256(text.encode()).hexdigest()
-  path = posixpath.join(cache_dir, f"static_unigram-{digest[:12]}.json")
-  if not FileSystems.exists(path):
-    output_dir_lib.write_file(path, text.encode())
+  # Rewritten if a damaged copy is there: SeqIO readers find the run's model by its sha256.
+  path = _cache_copy(cache_dir, f"static_unigram-{digest[:12]}.json", text.encode())
   out["static_unigram_json"] = text
-  out["provenance"]["static_unigram"] = {"sha256": digest, "file": path,
+  out["provenance"]["static_unigram"] = {"sha256": digest, "file": _recorded_path(opts, path),
                                          "estimated_from": {"split": "train", **source}}
 
 
@@ -250,9 +292,8 @@ def _spm(opts, cache_dir: str, vocab: int, estimates: dict, out: dict) -> None:
   key = hashlib.sha256(json.dumps(
       [sample["content_sha256"], sample["documents"], vocab, SPM_RECIPE_VERSION]).encode())
   path = posixpath.join(cache_dir, f"spm_v{vocab}-{key.hexdigest()[:12]}.model")
-  if FileSystems.exists(path):
-    proto = read_bytes(path)
-  else:
+  proto = _cached_model(path)
+  if proto is None:
     from neural_compression.baselines import sentencepiece_compressor as spc
     try:  # the core's recipe: the same lines as train_sentencepiece on these documents
       proto = spc.train_sentencepiece(sample["texts"], vocab_size=vocab)
@@ -261,10 +302,11 @@ def _spm(opts, cache_dir: str, vocab: int, estimates: dict, out: dict) -> None:
                         f"sample ({sample['documents']} documents, {sample['bytes']} bytes): "
                         f"{e}") from None
     output_dir_lib.write_file(path, proto)
+    output_dir_lib.write_file(path + ".sha256", hashlib.sha256(proto).hexdigest().encode())
   out["spm_model_proto"] = proto
   del sample["texts"]
   out["provenance"]["spm"] = {
-      "sha256": hashlib.sha256(proto).hexdigest(), "file": path,
+      "sha256": hashlib.sha256(proto).hexdigest(), "file": _recorded_path(opts, path),
       "estimated_from": {"split": "train", "budget_bytes": opts.spm_train_bytes,
                          "train_documents": estimates["train"]["documents"],
                          "train_bytes": estimates["train"]["bytes"], **sample}}

@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import posixpath
+import re
 import shutil
 import socket
 import uuid
@@ -38,11 +39,11 @@ from neural_compression import run_manifest as rm
 
 
 def _is_local(path: str) -> bool:
-  return "://" not in path or path.startswith("file://")
+  return "://" not in path
 
 
 def _local(path: str) -> str:
-  return path[len("file://"):] if path.startswith("file://") else path
+  return path
 
 
 def read_bytes(path: str) -> bytes:
@@ -51,18 +52,26 @@ def read_bytes(path: str) -> bytes:
 
 
 def list_files(directory: str) -> list[str]:
-  """Every file below `directory`, as paths relative to it, sorted (hidden files included)."""
+  """Every file below `directory`, as paths relative to it, sorted (hidden files included).
+
+  Locally, a symbolic link (to a file or a directory, never followed) and an empty directory
+  are entries too, the latter as 'path/': neither is anything a run writes.
+  """
   if _is_local(directory):
     root = _local(directory)
     out = []
     for dirpath, dirnames, names in os.walk(root):
-      # A link to a directory is listed as an entry of its own (never walked into): it is
-      # nothing a run writes, and deleting through it could reach files elsewhere.
-      names = names + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-      out += [os.path.relpath(os.path.join(dirpath, n), root) for n in names]
+      links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+      out += [os.path.relpath(os.path.join(dirpath, n), root) for n in names + links]
+      if dirpath != root and not dirnames and not names:
+        out.append(os.path.relpath(dirpath, root) + "/")
     return sorted(p.replace(os.sep, "/") for p in out)
   metas = FileSystems.match([posixpath.join(directory, "**")])[0].metadata_list
   return sorted(rm.relative_path(directory, m.path) for m in metas)
+
+
+def _is_link(directory: str, rel: str) -> bool:
+  return _is_local(directory) and os.path.islink(os.path.join(_local(directory), rel))
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -87,20 +96,27 @@ def write_file(path: str, data: bytes) -> None:
 
 
 def _delete(paths: list[str]) -> None:
-  existing = [p for p in paths if FileSystems.exists(p)]
-  if existing:
-    FileSystems.delete(existing)
+  """Deletes exactly these files (local paths are never read as globs)."""
+  local = [p for p in paths if _is_local(p)]
+  for path in local:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(_local(path))
+  remote = [p for p in paths if not _is_local(p) and FileSystems.exists(p)]
+  if remote:
+    FileSystems.delete(remote)
 
 
-def _remove_empty_dirs(directory: str) -> None:
-  """Removes empty subdirectories left after deleting files (local only; object stores have none)."""
+def _remove_emptied_dirs(directory: str, deleted: list[str]) -> None:
+  """Removes the directories that deleting `deleted` left empty, up to `directory` (local only;
+  object stores have no directories). A directory that was empty before is not touched."""
   if not _is_local(directory):
     return
-  root = _local(directory)
-  for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-    if dirpath != root and not dirnames and not filenames:
-      with contextlib.suppress(OSError):
-        os.rmdir(dirpath)
+  root = os.path.abspath(_local(directory))
+  parents = {os.path.dirname(os.path.abspath(_local(p))) for p in deleted}
+  for parent in sorted(parents, key=len, reverse=True):
+    while parent.startswith(root + os.sep) and os.path.isdir(parent) and not os.listdir(parent):
+      os.rmdir(parent)
+      parent = os.path.dirname(parent)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,24 +135,49 @@ class OutputState:
   verify_report: bool = False
 
 
-def _our_verify_report(directory: str) -> bool:
+def _our_verify_report(directory: str, manifest: dict | None) -> bool:
   try:
     report = json.loads(read_bytes(posixpath.join(directory, rm.VERIFY_REPORT)))
   except (OSError, ValueError):
     return False
-  # Version 1 reports were a bare list of mismatches.
-  return isinstance(report, list) or (isinstance(report, dict)
-                                      and report.get("format") == rm.VERIFY_FORMAT)
+  if isinstance(report, dict):
+    return report.get("format") == rm.VERIFY_FORMAT
+  # Version 1 reports were a bare list of mismatches: ours only beside a version-1 run.
+  return (isinstance(report, list) and manifest is not None and manifest.get("version") == 1
+          and all(isinstance(r, dict) and {"method", "example_id", "reason"} <= set(r)
+                  for r in report))
 
 
-# Our top-level files; an interrupted atomic write may leave '<name>.tmp-<hex>' beside one.
+# Our top-level files; an interrupted atomic write leaves '<name>.tmp-<32 hex digits>' beside one.
 _TOP_LEVEL_FILES = (layout.MANIFEST, rm.VERIFY_REPORT, rm.SWITCH_JOURNAL)
+_TMP_SUFFIX = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
-def inspect(output_dir: str) -> OutputState:
+def _our_tmp_file(path: str) -> bool:
+  match = _TMP_SUFFIX.search(path)
+  return bool(match) and path[:match.start()] in _TOP_LEVEL_FILES
+
+
+def _read_journal(output_dir: str) -> dict:
+  journal_path = posixpath.join(output_dir, rm.SWITCH_JOURNAL)
+  try:
+    journal = json.loads(read_bytes(journal_path))
+    staging_name = journal["staging"]
+    paths = journal["old_files"] + journal["new_files"]
+    if not (isinstance(staging_name, str) and staging_name.startswith(rm.STAGING_PREFIX)
+            and "/" not in staging_name and all(rm.is_inside(p) for p in paths)):
+      raise ValueError("it names paths outside the directory")
+  except (ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"{journal_path} is not a switch journal of ours ({e}); move the "
+                      "directory away or pick another --output_dir") from None
+  return journal
+
+
+def inspect(output_dir: str, cache_dir: str | None = None) -> OutputState:
   """Reads what `output_dir` holds; raises ConfigError if it cannot be an output directory.
 
-  Raises ConfigError (touching nothing) if the path is a file, or its manifest is corrupt.
+  Raises ConfigError (touching nothing) if the path is a file or cannot be listed, or its
+  manifest or journal is corrupt. `cache_dir`: the artifact cache, ours wherever it is.
   """
   if _is_local(output_dir):
     local = _local(output_dir)
@@ -144,43 +185,57 @@ def inspect(output_dir: str) -> OutputState:
       raise ConfigError(f"--output_dir={output_dir} is a file, not a directory; pick a directory")
     if not os.path.isdir(local):
       return OutputState(output_dir, exists=False)
-  files = list_files(output_dir)
+  try:
+    files = list_files(output_dir)
+  except Exception as e:  # pylint: disable=broad-except  (no such filesystem, no credentials...)
+    raise ConfigError(f"--output_dir={output_dir} cannot be listed: {type(e).__name__}: {e}"
+                      ) from None
   state = OutputState(output_dir, exists=bool(files) or _is_local(output_dir))
   manifest_path = posixpath.join(output_dir, layout.MANIFEST)
   if layout.MANIFEST in files:
     try:
-      state.manifest = rm.parse_manifest(read_bytes(manifest_path), manifest_path)
+      state.manifest = rm.relative_to(
+          rm.parse_manifest(read_bytes(manifest_path), manifest_path), output_dir)
     except rm.ManifestError as e:
       raise ConfigError(f"{e}. The job cannot tell which files there are its own, so it touches "
                         "none of them (not even with --overwrite): move the directory away or "
                         "pick another --output_dir") from None
   if rm.SWITCH_JOURNAL in files:
-    journal_path = posixpath.join(output_dir, rm.SWITCH_JOURNAL)
-    try:
-      state.journal = json.loads(read_bytes(journal_path))
-      staging_name = state.journal["staging"]
-      paths = state.journal["old_files"] + state.journal["new_files"]
-      if not (isinstance(staging_name, str) and staging_name.startswith(rm.STAGING_PREFIX)
-              and "/" not in staging_name and all(rm.is_inside(p) for p in paths)):
-        raise ValueError("it names paths outside the directory")
-    except (ValueError, KeyError, TypeError) as e:
-      raise ConfigError(f"{journal_path} is not a switch journal of ours ({e}); move the "
-                        "directory away or pick another --output_dir") from None
+    state.journal = _read_journal(output_dir)
   owned = rm.recorded_paths(state.manifest) if state.manifest else set()
+  ours = set()  # top-level directories that are ours whole
   if state.journal:
-    owned |= set(state.journal.get("old_files", [])) | set(state.journal.get("new_files", []))
+    owned |= set(state.journal["old_files"]) | set(state.journal["new_files"])
+    ours.add(state.journal["staging"])  # the complete staged run, marker or not
   staging = {p.split("/", 1)[0] for p in files if p.startswith(rm.STAGING_PREFIX)}
   marked = {d for d in staging if f"{d}/{rm.IN_PROGRESS}" in files}
-  journal_staging = state.journal.get("staging") if state.journal else None
-  state.stale_staging = sorted(marked - {journal_staging})
-  state.verify_report = rm.VERIFY_REPORT in files and _our_verify_report(output_dir)
+  state.stale_staging = sorted(marked - ours)
+  ours |= marked
+  cache_prefix = None
+  if cache_dir:
+    try:
+      cache_prefix = rm.relative_path(output_dir, cache_dir).rstrip("/") + "/"
+    except ValueError:
+      cache_prefix = None  # the cache lives elsewhere
+    if cache_prefix and (cache_prefix.startswith("../") or cache_prefix in ("./", "/")):
+      cache_prefix = None
+  else:
+    cache_prefix = rm.ARTIFACTS_SUBDIR + "/"
+  state.verify_report = (rm.VERIFY_REPORT in files
+                         and _our_verify_report(output_dir, state.manifest))
   for path in files:
     top = path.split("/", 1)[0]
-    if (path in owned or top == rm.ARTIFACTS_SUBDIR or path in (rm.LOCK, rm.SWITCH_JOURNAL)
-        or top in marked or (path == rm.VERIFY_REPORT and state.verify_report)
-        or path.split(".tmp-", 1)[0] in _TOP_LEVEL_FILES):
+    if _is_link(output_dir, path.rstrip("/")):
+      state.foreign.append(path)  # never ours, and never to be followed
+    elif (path in owned or top in ours or path in (rm.LOCK, rm.SWITCH_JOURNAL)
+          or (cache_prefix and path.startswith(cache_prefix) and not path.endswith("/"))
+          or (path == rm.VERIFY_REPORT and state.verify_report) or _our_tmp_file(path)):
       continue
-    state.foreign.append(path)
+    else:
+      state.foreign.append(path)
+  if cache_prefix and _is_link(output_dir, cache_prefix.rstrip("/")):
+    state.foreign.append(cache_prefix)
+  state.foreign = sorted(set(state.foreign))
   return state
 
 
@@ -238,33 +293,59 @@ def _create_exclusively(path: str, data: bytes) -> bool:
   return read_bytes(path) == data
 
 
-def _describe_lock(path: str) -> str:
+def _lock_holder(path: str) -> tuple[dict | None, bool]:
+  """(the lock's owner record, whether it is known to be stale: its pid is gone from this host)."""
   try:
     owner = json.loads(read_bytes(path))
   except (OSError, ValueError):
-    return f"{path} (unreadable)"
-  text = (f"{path}: run {owner.get('run_id')} by pid {owner.get('pid')} on host "
-          f"{owner.get('host')}, started {owner.get('started')}")
+    return None, False
+  if not isinstance(owner, dict):
+    return None, False
   if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
     try:
       os.kill(owner["pid"], 0)
     except ProcessLookupError:
-      text += " - STALE: that process no longer runs on this host"
+      return owner, True
     except PermissionError:
       pass
-  return text
+  return owner, False
+
+
+def _describe_lock(path: str) -> str:
+  owner, stale = _lock_holder(path)
+  if owner is None:
+    return f"{path} (unreadable)"
+  text = (f"{path}: run {owner.get('run_id')} by pid {owner.get('pid')} on host "
+          f"{owner.get('host')}, started {owner.get('started')}")
+  return text + (" - STALE: that process no longer runs on this host" if stale else "")
 
 
 @contextlib.contextmanager
 def locked(output_dir: str, run_id: str, break_lock: bool = False):
-  """Holds `<output_dir>/.lock` for the duration; ConfigError if another job holds it."""
+  """Holds `<output_dir>/.lock` for the duration; ConfigError if another job holds it.
+
+  `break_lock` removes a lock first, unless its process still runs on this host.
+  """
   path = posixpath.join(output_dir, rm.LOCK)
   if _is_local(output_dir):
-    os.makedirs(_local(output_dir), exist_ok=True)
+    try:
+      os.makedirs(_local(output_dir), exist_ok=True)
+    except OSError as e:
+      raise ConfigError(f"--output_dir={output_dir} cannot be created: {e}") from None
   data = json.dumps({"run_id": run_id, **_lock_owner()}).encode()
   if break_lock and FileSystems.exists(path):
+    owner, stale = _lock_holder(path)
+    if owner and owner.get("host") == socket.gethostname() and not stale:
+      raise ConfigError(f"--break_lock: the lock's job still runs ({_describe_lock(path)}); "
+                        "wait for it or stop it first")
     _delete([path])
-  if not _create_exclusively(path, data):
+  try:
+    created = _create_exclusively(path, data)
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (OSError, gs:// Forbidden, no credentials)
+    raise ConfigError(f"cannot take the lock {path}: {type(e).__name__}: {e}") from None
+  if not created:
     raise ConfigError(
         f"another job holds the lock on --output_dir={output_dir}: {_describe_lock(path)}. Wait "
         "for it, or pick another --output_dir. If no job is running (the lock is stale: its "
@@ -272,9 +353,9 @@ def locked(output_dir: str, run_id: str, break_lock: bool = False):
   try:
     yield
   finally:
-    with contextlib.suppress(OSError):
-      if FileSystems.exists(path) and json.loads(read_bytes(path)).get("run_id") == run_id:
-        FileSystems.delete([path])
+    with contextlib.suppress(OSError, ValueError):
+      if json.loads(read_bytes(path)).get("run_id") == run_id:
+        _delete([path])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,11 +375,15 @@ def create_staging(output_dir: str, run_id: str, flags: dict) -> str:
 
 
 def remove_tree(directory: str) -> None:
-  """Deletes a directory of the job's own making and everything in it (any filesystem)."""
+  """Deletes a directory of the job's own making and everything in it (any filesystem). Its
+  IN_PROGRESS.json marker, if any, goes last, so a directory half deleted by a kill is still
+  recognised as ours."""
+  files = [posixpath.join(directory, p) for p in list_files(directory) if not p.endswith("/")]
+  marker = posixpath.join(directory, rm.IN_PROGRESS)
+  _delete([f for f in files if f != marker])  # a link goes itself, never its target
+  _delete([marker])
   if _is_local(directory):
     shutil.rmtree(_local(directory), ignore_errors=True)
-    return
-  _delete([posixpath.join(directory, p) for p in list_files(directory)])
 
 
 def remove_staging(staging: str) -> None:
@@ -352,9 +437,10 @@ def finish_switch(output_dir: str, journal: dict) -> None:
       FileSystems.rename([src], [join(rel)])
   if FileSystems.exists(staged_manifest):
     write_file(join(layout.MANIFEST), read_bytes(staged_manifest))  # last: the run is complete
-  remove_staging(staging)
+  remove_tree(staging)  # the journal names it: ours, marker or not
   _delete([join(rm.SWITCH_JOURNAL)])
-  _remove_empty_dirs(output_dir)
+  _remove_emptied_dirs(output_dir, [join(p) for p in journal["old_files"]]
+                       + [posixpath.join(staging, p) for p in journal["new_files"]])
 
 
 def finish_interrupted_switch(state: OutputState) -> OutputState:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import glob
 import hashlib
 import json
 import os
 import posixpath
+import re
 import time
 
 import apache_beam as beam
@@ -51,14 +53,20 @@ def directory_checksum(path: str) -> str:
 
 
 def _matched_files(flag: str, pattern: str, source: str) -> set[str]:
-  """The files a --input/--validation_input pattern matches; ConfigError if it cannot be read."""
+  """The files a --input/--validation_input pattern matches (local ones by their real path);
+  ConfigError if it cannot be read."""
   if source == "tfds":
     if not FileSystems.exists(pattern):
       raise ConfigError(f"--{flag}={pattern}: no such TFDS data_dir")
-    return {pattern}
+    return {os.path.realpath(pattern) if "://" not in pattern else pattern}
   if "://" not in pattern and os.path.isdir(pattern):
     raise ConfigError(f"--{flag}={pattern} is a directory; give a file pattern such as "
                       f"{posixpath.join(pattern, '*.json.gz')}")
+  if "://" not in pattern:
+    broken = sorted(p for p in glob.glob(pattern, recursive=True)
+                    if os.path.islink(p) and not os.path.exists(p))
+    if broken:
+      raise ConfigError(f"--{flag}={pattern} matches a broken symbolic link: {broken[0]}")
   try:
     sources.check_pattern_matches(pattern)
   except sources.NoFilesMatchedError as e:
@@ -67,7 +75,81 @@ def _matched_files(flag: str, pattern: str, source: str) -> set[str]:
   directories = sorted(f for f in files if "://" not in f and os.path.isdir(f))
   if directories and len(directories) == len(files):
     raise ConfigError(f"--{flag}={pattern} matches only directories ({directories[0]}, ...)")
-  return files
+  return {os.path.realpath(f) if "://" not in f else f for f in files}
+
+
+def _check_paths(opts) -> None:
+  """--output_dir and --artifact_cache_dir must be directories we can name exactly."""
+  out = opts.output_dir
+  if not out or not out.strip():
+    raise ConfigError("--output_dir is empty; give a directory")
+  if out.startswith("file://"):
+    raise ConfigError(f"--output_dir={out}: give a local path without file:// (Beam's "
+                      "filesystems know no file:// scheme)")
+  if any(c in out for c in "*?[]"):
+    raise ConfigError(f"--output_dir={out} holds a glob character (* ? [ ]); Beam would read it "
+                      "as a pattern: pick a name without them")
+  cache = artifacts_lib.artifacts_dir(opts)
+  if "://" not in cache and os.path.exists(cache) and not os.path.isdir(cache):
+    raise ConfigError(f"--artifact_cache_dir={cache} is a file, not a directory")
+  if posixpath.normpath(cache) == posixpath.normpath(out):
+    raise ConfigError("--artifact_cache_dir is --output_dir itself: give it a subdirectory "
+                      "(the default is <output_dir>/artifacts) or another place")
+
+
+def glob_regex(pattern: str) -> "re.Pattern":
+  """A file glob as Beam's filesystems read it: '**' crosses '/', '*' and '?' do not."""
+  out, i = [], 0
+  while i < len(pattern):
+    if pattern.startswith("**", i):
+      out.append(".*")
+      i += 2
+    elif pattern[i] == "*":
+      out.append("[^/]*")
+      i += 1
+    elif pattern[i] == "?":
+      out.append("[^/]")
+      i += 1
+    elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+      end = pattern.index("]", i + 2)
+      body = pattern[i + 1:end]
+      out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+      i = end + 1
+    else:
+      out.append(re.escape(pattern[i]))
+      i += 1
+  return re.compile("".join(out))
+
+
+# Files a run puts in its output directory, to test input patterns against before they exist.
+_OUTPUT_EXAMPLES = (".lock", ".staging-x/IN_PROGRESS.json", "artifacts/static_unigram-x.json",
+                    "bytes/train/data-00000-of-00004.tfrecord", "x/train/data.json.gz",
+                    "manifest.json", "stats.json", "dead_letters.jsonl", "x.json", "x.txt",
+                    "x.jsonl", "x.gz")
+
+
+def _refuse_input_inside_output(opts, files: set[str]) -> None:
+  """The job must never read its own output (or lock, staging, artifacts) as input: neither
+  files matched now nor files a run will write there."""
+  patterns = [p for p in (opts.input, opts.validation_input) if p]
+  out = opts.output_dir.rstrip("/") if "://" in opts.output_dir else os.path.abspath(
+      opts.output_dir)
+  for pattern in patterns:
+    full = glob_regex(pattern if "://" in pattern else os.path.abspath(pattern))
+    for example in _OUTPUT_EXAMPLES:
+      if full.fullmatch(posixpath.join(out, example)):
+        raise ConfigError(f"--input pattern {pattern} would match files the job writes in "
+                          f"--output_dir={opts.output_dir} (e.g. {example}): the job would "
+                          "read its own output as input. Narrow the pattern or write elsewhere")
+  if "://" in opts.output_dir:
+    inside = sorted(f for f in files if f.startswith(opts.output_dir.rstrip("/") + "/"))
+  else:
+    root = os.path.realpath(opts.output_dir) + os.sep
+    inside = sorted(f for f in files if "://" not in f and f.startswith(root))
+  if inside:
+    raise ConfigError(f"the input patterns match {inside[0]}, inside --output_dir="
+                      f"{opts.output_dir}: the job would read its own output as input. Narrow "
+                      "the pattern or write elsewhere")
 
 
 def _check_artifact_files(opts, specs) -> None:
@@ -124,18 +206,22 @@ def validate(opts) -> list[methods.MethodSpec]:
     raise ConfigError(f"--source={opts.source} needs --input (a file pattern or TFDS data_dir)")
   if opts.source == "default" and (opts.input or opts.validation_input):
     raise ConfigError("--source=default reads the embedded corpus: drop --input/--validation_input")
+  _check_paths(opts)
   if opts.source != "default":
     train = _matched_files("input", opts.input, opts.source)
+    validation = set()
     if opts.validation_input:
       if opts.validation_input == opts.input and opts.source != "tfds":
         raise ConfigError("--validation_input is the same pattern as --input: the validation "
                           "documents would also be training data")
-      shared_files = train & _matched_files("validation_input", opts.validation_input,
-                                            opts.source)
+      validation = _matched_files("validation_input", opts.validation_input, opts.source)
+      shared_files = train & validation
       if shared_files and opts.source != "tfds":
         raise ConfigError(f"--input and --validation_input both match {sorted(shared_files)[0]}"
                           f"{' and others' if len(shared_files) > 1 else ''}: validation "
                           "documents would leak into the training data")
+    if opts.source != "tfds":
+      _refuse_input_inside_output(opts, train | validation)
   _check_artifact_files(opts, specs)
   if any(s.uses_m1 for s in specs):
     from neural_compression.m1 import exact_engine
@@ -143,16 +229,24 @@ def validate(opts) -> list[methods.MethodSpec]:
       exact_engine.verify_checkpoint(compress.local_copy(opts.m1_checkpoint))
     except (OSError, ValueError) as e:
       raise ConfigError(f"--m1_checkpoint={opts.m1_checkpoint}: {e}") from None
-  check_output_dir(output_dir_lib.inspect(opts.output_dir), opts)
+  check_output_dir(inspect_output_dir(opts), opts)
   return specs
+
+
+def inspect_output_dir(opts) -> output_dir_lib.OutputState:
+  return output_dir_lib.inspect(opts.output_dir, artifacts_lib.artifacts_dir(opts))
 
 
 def check_output_dir(state: output_dir_lib.OutputState, opts) -> None:
   """ConfigError unless this job may write `state`'s directory (read-only checks)."""
   output_dir_lib.refuse_foreign(state)
   old = state.manifest
-  if old and old.get("flags") != content_flags(opts) and not opts.overwrite:
-    changed = sorted(k for k in CONTENT_FLAGS if old.get("flags", {}).get(k) != getattr(opts, k))
+  new = content_flags(opts)
+  # A flag an older manifest does not record had its default then.
+  defaults = PipelineOptions([]).view_as(options_lib.CompressionOptions)
+  old_flags = {k: (old or {}).get("flags", {}).get(k, getattr(defaults, k)) for k in CONTENT_FLAGS}
+  if old and old_flags != new and not opts.overwrite:
+    changed = sorted(k for k in CONTENT_FLAGS if old_flags[k] != new[k])
     raise ConfigError(f"--output_dir={opts.output_dir} holds a different run (flags differ: "
                       f"{', '.join(changed)}); pass --overwrite to replace it or pick another "
                       "--output_dir")
@@ -279,7 +373,10 @@ def run(argv: list[str] | None = None) -> dict:
   run_id = rm.new_run_id()
   with output_dir_lib.locked(opts.output_dir, run_id, opts.break_lock):
     # Again under the lock: another job may have finished meanwhile.
-    state = output_dir_lib.finish_interrupted_switch(output_dir_lib.inspect(opts.output_dir))
+    state = inspect_output_dir(opts)
+    if state.journal:
+      output_dir_lib.finish_switch(opts.output_dir, state.journal)
+      state = inspect_output_dir(opts)
     check_output_dir(state, opts)
     output_dir_lib.remove_stale_staging(state)
     staging = output_dir_lib.create_staging(opts.output_dir, run_id, content_flags(opts))

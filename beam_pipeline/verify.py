@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import sys
 
@@ -29,6 +30,7 @@ from beam_pipeline import compress
 from beam_pipeline import options as options_lib
 from beam_pipeline import output_dir as output_dir_lib
 from beam_pipeline import pipeline
+from beam_pipeline import sources
 from beam_pipeline import write
 from beam_pipeline.options import ConfigError
 from neural_compression import methods
@@ -55,12 +57,12 @@ def _sampled(example_id: str, percent: int) -> bool:
 class _CheckExampleFn(beam.DoFn):
   """(example_id, {'source': [symbols], slug: [records...]}) -> mismatch reports."""
 
-  def __init__(self, handler: compress.CompressionHandler, mode: str, bad_files: set[str]):
+  def __init__(self, handler: compress.CompressionHandler, mode: str, damaged: set[str]):
     self._handler = handler
     self._mode = mode
-    # Records of files that failed their check are not read; their examples are not reported
-    # again as "no records" (the file problem already names them).
-    self._skip_missing = bool(bad_files)
+    # Records of shards that failed their check are not read; for those methods an example
+    # without records is counted as unread, not reported again (the file problem names it).
+    self._damaged = set(damaged)
 
   def setup(self):
     self._compressors = self._handler.load()
@@ -77,7 +79,7 @@ class _CheckExampleFn(beam.DoFn):
         continue
       source = sources_[0]
       if not records:
-        if self._skip_missing:
+        if slug in self._damaged:
           counter("unread_records").inc()
           continue
         counter("missing_records").inc()
@@ -123,7 +125,22 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--m1_checkpoint", default=None,
                       help="M1 checkpoint (default: the one the run's manifest records; its "
                            "checksum must match the manifest's m1_checksum)")
+  parser.add_argument("--break_lock", action="store_true",
+                      help="remove a stale lock (--output_dir/.lock) left by a killed job")
   return parser
+
+
+def _refuse_job_flags(argv: list[str], parser: argparse.ArgumentParser) -> None:
+  """The job's own flags mean nothing to verify (it reads them from the manifest): an error,
+  rather than a flag that is silently ignored."""
+  job = options_lib.help_parser()
+  ours = {o for a in parser._actions for o in a.option_strings}  # pylint: disable=protected-access
+  job_flags = {o for a in job._actions for o in a.option_strings} - ours - {"-h", "--help"}  # pylint: disable=protected-access
+  for arg in argv:
+    name = arg.split("=", 1)[0]
+    if name in job_flags:
+      raise ConfigError(f"{name} is a flag of the job, not of verify: verify reads the run's "
+                        "flags from its manifest (see python -m beam_pipeline.verify --help)")
 
 
 def _read_manifest(output_dir: str) -> dict:
@@ -131,7 +148,7 @@ def _read_manifest(output_dir: str) -> dict:
   if not FileSystems.exists(path):
     raise ConfigError(f"no complete run in --output_dir={output_dir}: {path} does not exist")
   try:
-    return rm.parse_manifest(artifacts_lib.read_bytes(path), path)
+    return rm.relative_to(rm.parse_manifest(artifacts_lib.read_bytes(path), path), output_dir)
   except rm.ManifestError as e:
     raise ConfigError(str(e)) from None
 
@@ -152,28 +169,35 @@ def _m1_checkpoint(requested: str | None, manifest: dict) -> str | None:
   return path
 
 
-def _run_artifact(manifest: dict, name: str, sha_key: str) -> bytes | None:
+def _run_artifact(manifest: dict, name: str, sha_key: str, output_dir: str) -> bytes | None:
   """The bytes of an artifact the run used, from the file its manifest records (sha256-checked)."""
   want = manifest.get(sha_key)
   if not want:
     return None
   info = manifest.get("artifacts", {}).get(name, {})
-  path = info.get("file") or info.get("given")
-  if not path:
+  recorded = [p for p in (info.get("file"), info.get("given")) if p]
+  if not recorded:
     return None
-  try:
-    data = artifacts_lib.read_bytes(path)
-  except OSError as e:
-    raise ConfigError(f"the run's {name} artifact {path}: {e}") from None
-  if hashlib.sha256(data).hexdigest() != want:
-    raise ConfigError(f"the run's {name} artifact {path} changed since the run (sha256 differs "
-                      f"from the manifest's {sha_key})")
-  return data
+  # A relative path is relative to the run's directory; the cache's usual place is a fallback
+  # for a run that was moved with its artifacts.
+  candidates = [p if "://" in p or os.path.isabs(p) else posixpath.join(output_dir, p)
+                for p in recorded]
+  candidates.append(posixpath.join(output_dir, rm.ARTIFACTS_SUBDIR,
+                                   posixpath.basename(recorded[0])))
+  for path in candidates:
+    try:
+      data = artifacts_lib.read_bytes(path)
+    except OSError:
+      continue
+    if hashlib.sha256(data).hexdigest() == want:
+      return data
+  raise ConfigError(f"no file with the run's {name} artifact (sha256 {want[:12]}...): looked at "
+                    f"{', '.join(candidates)}")
 
 
 def _artifacts(manifest, opts, pipeline_options, specs, m1) -> compress.Artifacts:
-  unigram = _run_artifact(manifest, "static_unigram", "static_unigram_sha256")
-  spm = _run_artifact(manifest, "spm", "spm_model_sha256")
+  unigram = _run_artifact(manifest, "static_unigram", "static_unigram_sha256", opts.output_dir)
+  spm = _run_artifact(manifest, "spm", "spm_model_sha256", opts.output_dir)
   need_unigram = any(s.kind in methods.UNIGRAM_KINDS for s in specs)
   need_spm = any(s.kind == "spm" for s in specs)
   if (need_unigram and unigram is None) or (need_spm and spm is None):
@@ -187,6 +211,8 @@ def _artifacts(manifest, opts, pipeline_options, specs, m1) -> compress.Artifact
 
 
 def _size_of(path: str) -> int | None:
+  if "://" not in path:
+    return os.path.getsize(path) if os.path.isfile(path) else None
   match = FileSystems.match([path])[0].metadata_list
   return match[0].size_in_bytes if match else None
 
@@ -214,6 +240,7 @@ def run(argv=None) -> dict:
   parser = _parser()
   argv = list(argv or [])
   options_lib.check_known_flags(argv, extra=parser)
+  _refuse_job_flags(argv, parser)
   known, beam_args = parser.parse_known_args(argv)
   if not 1 <= known.sample_percent <= 100:
     raise ConfigError(f"--sample_percent={known.sample_percent}: must be in 1..100 (a check "
@@ -223,7 +250,8 @@ def run(argv=None) -> dict:
   pipeline_options = PipelineOptions(beam_args)
   opts = pipeline_options.view_as(options_lib.CompressionOptions)
   for k, v in flags.items():
-    setattr(opts, k, v)
+    if k in pipeline.CONTENT_FLAGS:  # a version-1 run's retired flags are left out
+      setattr(opts, k, v)
   opts.output_dir = known.output_dir
   try:
     specs = methods.parse_methods(known.methods or flags["methods"])
@@ -233,8 +261,12 @@ def run(argv=None) -> dict:
   if missing:
     raise ConfigError(f"--methods: the run has no {', '.join(missing)} (its methods: "
                       f"{', '.join(manifest['methods'])})")
-  with output_dir_lib.locked(known.output_dir, "verify-" + rm.new_run_id()):
-    return _verify(known, manifest, pipeline_options, opts, specs)
+  with output_dir_lib.locked(known.output_dir, "verify-" + rm.new_run_id(), known.break_lock):
+    try:
+      return _verify(known, manifest, pipeline_options, opts, specs)
+    except sources.NoFilesMatchedError as e:
+      raise ConfigError(f"the run's source no longer matches ({e}); verify rebuilds the "
+                        "examples from it: run verify where the run's --input resolves") from None
 
 
 def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
@@ -243,6 +275,9 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
   file_problems = rm.check_files(output_dir, shards + rm.run_file_infos(manifest), _size_of,
                                  FileSystems.open)
   bad = {line.split(": ", 1)[0] for line in file_problems}
+  # Methods with a bad shard: their examples without records are covered by the file problem.
+  damaged = {s.slug for s in specs for i in rm.shard_infos(manifest, s.slug)
+             if posixpath.join(output_dir, i["path"]) in bad}
   m1 = _m1_checkpoint(known.m1_checkpoint, manifest)
   artifacts = _artifacts(manifest, opts, pipeline_options, specs, m1)
   handler = compress.CompressionHandler(specs, artifacts)
@@ -265,7 +300,7 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
           | f"Sample_{spec.slug}" >> beam.Filter(lambda r: _sampled(r["example_id"], percent))
           | f"Key_{spec.slug}" >> beam.Map(lambda r: (r["example_id"], r)))
     checked = (groups | "Join" >> beam.CoGroupByKey()
-               | "Check" >> beam.ParDo(_CheckExampleFn(handler, opts.m2_mode, bad)))
+               | "Check" >> beam.ParDo(_CheckExampleFn(handler, opts.m2_mode, damaged)))
     problems = (parse_problems + [checked]) | "AllProblems" >> beam.Flatten()
     report_path = posixpath.join(output_dir, rm.VERIFY_REPORT)
     header = {"format": rm.VERIFY_FORMAT, "run_id": manifest.get("run_id"),
@@ -276,7 +311,7 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
                                                                   i["example_id"]))},
              indent=1).encode())))
     result = p.run()
-  counters = {f"{c.key.metric.name}": c.committed
+  counters = {f"{c.key.metric.name}": c.committed if c.committed is not None else c.attempted
               for c in result.metrics().query()["counters"]
               if c.key.metric.namespace == VERIFY_NAMESPACE}
   report = json.loads(artifacts_lib.read_bytes(report_path))
@@ -285,6 +320,8 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
 
 
 def main(argv=None) -> int:
+  from beam_pipeline import __main__ as job_main
+  job_main.stop_on_sigterm()
   logging.basicConfig(level=logging.INFO)
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
   try:

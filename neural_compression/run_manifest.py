@@ -80,6 +80,11 @@ def parse_manifest(data: bytes, path: str) -> dict:
   if not isinstance(files, list) or not all(
       isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
     raise ManifestError(f"{path} has no valid \"files\" list")
+  for key, kind in (("flags", dict), ("methods", list), ("records", dict)):
+    if not isinstance(manifest.get(key), kind):
+      raise ManifestError(f"{path} has no valid {key!r} ({kind.__name__} expected)")
+  if not all(isinstance(m, str) for m in manifest["methods"]):
+    raise ManifestError(f"{path} has a method that is not a string")
   for entry in files + list(manifest.get("run_files", [])):
     name = entry.get("path") if isinstance(entry, dict) else None
     # Version 1 recorded gs:// shards by absolute path; nothing else may leave the directory.
@@ -88,6 +93,23 @@ def parse_manifest(data: bytes, path: str) -> dict:
       raise ManifestError(f"{path} lists {name!r}, which is not a path inside the run's "
                           "directory (a run records only its own files)")
   return manifest
+
+
+def relative_to(manifest: dict, output_dir: str) -> dict:
+  """The manifest with version 1's absolute shard paths (gs:// runs) made relative to
+  `output_dir`, as version 2 records them; ManifestError for a path outside it."""
+  if manifest.get("version") != 1:
+    return manifest
+  files = []
+  for info in manifest["files"]:
+    if "://" in info["path"]:
+      try:
+        info = {**info, "path": relative_path(output_dir, info["path"])}
+      except ValueError:
+        raise ManifestError(f"the manifest in {output_dir} lists {info['path']}, outside the "
+                            "run's directory") from None
+    files.append(info)
+  return {**manifest, "files": files}
 
 
 def is_inside(path) -> bool:
@@ -140,21 +162,29 @@ def count_tfrecords(chunks: Iterable[bytes]) -> int:
   """Records in a TFRecord stream (framing only: 8-byte length, 4+4 CRC bytes around the data).
 
   Raises ValueError if the stream ends inside a record (a truncated file). Content is not
-  checked here; a file's sha256 covers it.
+  checked here; a file's sha256 covers it. O(bytes): the data is skipped, not copied.
   """
-  count, buffered, need = 0, b"", 12
-  header = True
+  count, pending, pos = 0, bytearray(), 0  # pending[pos:] is what is not consumed yet
+  skip = 0  # data + CRC bytes of the current record still to skip
   for chunk in chunks:
-    buffered += chunk
-    while len(buffered) >= need:
-      if header:
-        (length,) = struct.unpack("<Q", buffered[:8])
-        buffered = buffered[12:]
-        need, header = length + 4, False
+    if skip >= len(chunk):
+      skip -= len(chunk)
+      continue
+    pending += memoryview(chunk)[skip:]
+    skip = 0
+    while len(pending) - pos >= 12:
+      (length,) = struct.unpack_from("<Q", pending, pos)
+      need = 12 + length + 4
+      count += 1
+      if len(pending) - pos >= need:
+        pos += need
       else:
-        buffered = buffered[need:]
-        count, need, header = count + 1, 12, True
-  if buffered or not header:
+        skip = need - (len(pending) - pos)
+        pos = len(pending)
+        break
+    del pending[:pos]
+    pos = 0
+  if skip or pending:
     raise ValueError("the file ends inside a record (truncated)")
   return count
 
@@ -224,8 +254,7 @@ def check_shard_set(output_dir: str, manifest: dict, slug: str, split: str,
                     found: Iterable[str]) -> list[str]:
   """Problems if the shard files found for (slug, split) are not exactly the manifest's."""
   listed = {i["path"] for i in shard_infos(manifest, slug, split)}
-  found = {relative_path(output_dir, f) if "://" not in f or output_dir in f else f
-           for f in found}
+  found = {relative_path(output_dir, f) for f in found}
   problems = [f"{posixpath.join(output_dir, p)}: missing (the manifest lists it)"
               for p in sorted(listed - found)]
   problems += [f"{posixpath.join(output_dir, p)}: not in the manifest (left by another run, or "

@@ -124,7 +124,7 @@ def read_manifest(data_dir: str, method: str | None = None) -> dict:
   with tf.io.gfile.GFile(path, "rb") as f:
     data_ = f.read()
   try:
-    return run_manifest.parse_manifest(data_, path)
+    return run_manifest.relative_to(run_manifest.parse_manifest(data_, path), data_dir)
   except run_manifest.ManifestError as e:
     raise DamagedDataError(f"{e}; rewrite the run with:\n  "
                            f"{pipeline_command(data_dir, method or '<methods>')} --overwrite"
@@ -262,8 +262,11 @@ def read_artifact(data_dir: str, method: str, manifest_key: str, flag: str,
   if given:
     candidates.append(given)
   # Where the run says it found or cached the artifact (another --artifact_cache_dir, say).
-  candidates += [info["file"] for info in manifest.get("artifacts", {}).values()
-                 if info.get("sha256") == want and info.get("file")]
+  for info in manifest.get("artifacts", {}).values():
+    if info.get("sha256") == want and info.get("file"):
+      path = info["file"]  # relative paths are relative to the run's directory
+      candidates.append(path if "://" in path or os.path.isabs(path)
+                        else posixpath.join(data_dir, path))
   artifacts_dir = posixpath.join(data_dir, ARTIFACTS_SUBDIR)
   candidates += sorted(tf.io.gfile.glob(posixpath.join(artifacts_dir, name_glob)))
   for path in candidates:

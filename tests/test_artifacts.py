@@ -59,6 +59,24 @@ def test_bounded_sample_is_the_digest_ordered_prefix_whatever_the_bundling(budge
     assert out["documents"] == len(want)
 
 
+def test_duplicated_documents_stand_or_fall_together():
+  doc = {"text": "the same line " * 10, "url": "https://t.test/dup"}
+  docs = [doc, dict(doc)] + _docs(10)
+  budget = 140 + 100  # both copies together do not fit beside much else
+  combine = artifacts.BoundedSample(budget)
+  outs = []
+  for split in (len(docs), 1, 2, 5):
+    accs = []
+    for part in (docs[:split], docs[split:]):
+      acc = combine.create_accumulator()
+      for d in part:
+        acc = combine.add_input(acc, d)
+      accs.append(acc)
+    outs.append(combine.extract_output(combine.merge_accumulators(accs)))
+  assert all(o == outs[0] for o in outs), outs
+  assert outs[0]["texts"].count(doc["text"]) in (0, 2)
+
+
 def _options(corpus_dir, tmp_path, *extra):
   pattern = corpus_gen.write_c4_shards(corpus_dir, _docs())
   argv = ["--source=c4_json", f"--input={pattern}", f"--output_dir={tmp_path / 'out'}",

@@ -42,13 +42,14 @@ def snapshot(directory: pathlib.Path) -> dict:
           for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def run_main(argv, capsys) -> tuple[int, str]:
-  """`python -m beam_pipeline ARGV` in-process: (exit code, stderr)."""
+def run_main(argv, capsys, entry=None) -> tuple[int, str]:
+  """`python -m beam_pipeline ARGV` (or `entry`, e.g. verify.main) in-process: (exit code,
+  stderr)."""
   import logging
   root = logging.getLogger()
   handlers, level = list(root.handlers), root.level
   try:  # main() points logging at this test's captured stderr: undo that afterwards
-    rc = job_main.main(list(argv))
+    rc = (entry or job_main.main)(list(argv))
   finally:
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -364,7 +365,7 @@ def test_vocabulary_decodes_each_run_with_its_own_artifacts(tmp_path):
       seqio_tasks.set_data_dir(str(run))
       # The reference: a compressor built from this run's own artifact file, directly.
       model = static_unigram.StaticUnigramModel.from_json(
-          pathlib.Path(manifest["artifacts"]["static_unigram"]["file"]).read_text())
+          (run / manifest["artifacts"]["static_unigram"]["file"]).read_text())
       reference = methods.build_compressor(methods.parse_method("static_ac:v256"),
                                            unigram_model=model)
       for record in _records(run, "static_ac_v256", "train")[:3]:
@@ -475,12 +476,12 @@ def test_verify_refuses_while_a_job_holds_the_lock(run_copy):
 # --------------------------------------------------------------------------------------------
 # 7. verify: named files, the run's own M1, a sample that checks something.
 
-def test_verify_names_a_corrupt_shard_and_writes_its_report(run_copy):
+def test_verify_names_a_corrupt_shard_and_writes_its_report(run_copy, capsys):
   target = _shard(run_copy, "gzip_v256")
   data = bytearray(target.read_bytes())
   data[10] ^= 0x55  # a CRC byte: ReadFromTFRecord would raise on it
   target.write_bytes(bytes(data))
-  rc = verify.main([f"--output_dir={run_copy}"])
+  rc, _ = run_main([f"--output_dir={run_copy}"], capsys, verify.main)
   assert rc == 1
   report = json.loads((run_copy / rm.VERIFY_REPORT).read_text())
   assert [line.split(": ")[0] for line in report["file_problems"]] == [str(target)]
@@ -488,14 +489,14 @@ def test_verify_names_a_corrupt_shard_and_writes_its_report(run_copy):
 
 @pytest.mark.parametrize("percent", ["0", "-5", "101"])
 def test_verify_refuses_a_sample_that_checks_nothing(run_copy, percent, capsys):
-  rc = verify.main([f"--output_dir={run_copy}", f"--sample_percent={percent}"])
-  err = capsys.readouterr().err
+  rc, err = run_main([f"--output_dir={run_copy}", f"--sample_percent={percent}"], capsys,
+                     verify.main)
   assert_one_clear_error(rc, err, "--sample_percent")
 
 
 def test_verify_without_a_run_is_one_clear_error(tmp_path, capsys):
-  rc = verify.main([f"--output_dir={tmp_path}"])
-  assert_one_clear_error(rc, capsys.readouterr().err, "no complete run")
+  rc, err = run_main([f"--output_dir={tmp_path}"], capsys, verify.main)
+  assert_one_clear_error(rc, err, "no complete run")
 
 
 def test_verify_uses_the_runs_own_m1_checkpoint(tmp_path):
@@ -635,3 +636,205 @@ def test_reader_options_reach_the_readers(tmp_path):
                            "--methods=bytes", "--examples_per_run=0", "--validation_percent=0"])
   assert manifest["counters"]["sources/documents_read"] == 3
   assert manifest["counters"]["sources/invalid_utf8_replaced"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Regressions found by a red-team pass over the above.
+
+def test_a_users_files_that_look_like_ours_are_still_theirs(corpus, tmp_path, capsys):
+  """A bare verify.json list, 'manifest.json.tmp-notes', an empty directory, a symlinked
+  artifacts/ dir: none is ours without a manifest of ours saying so."""
+  pattern, _ = corpus
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  for name, make in (
+      ("verify.json", lambda d: (d / "verify.json").write_text('["my", "results"]')),
+      ("manifest.json.tmp-notes", lambda d: (d / "manifest.json.tmp-notes").write_text("n")),
+      ("project/sub/", lambda d: (d / "project" / "sub").mkdir(parents=True)),
+      ("artifacts/", lambda d: (d / "artifacts").symlink_to(elsewhere)),
+  ):
+    user = tmp_path / name.replace("/", "_").replace(".", "_")
+    user.mkdir()
+    make(user)
+    before = sorted(str(p.relative_to(user)) for p in user.rglob("*"))
+    rc, err = run_main(job_args(pattern, user), capsys)
+    assert_one_clear_error(rc, err, name.rstrip("/") if name != "artifacts/" else "artifacts")
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before
+  assert not list(elsewhere.iterdir())
+
+
+def test_input_that_covers_the_output_dir_is_refused(tmp_path, capsys):
+  docs = corpus_gen.make_documents(3, seed=61, mean_words=20)
+  corpus_gen.write_c4_shards(tmp_path / "data", docs)
+  rc, err = run_main(job_args(str(tmp_path / "**"), tmp_path / "data" / "out"), capsys)
+  assert_one_clear_error(rc, err, "its own output as input")
+  # An output directory inside the corpus's directory is fine when the glob cannot reach it.
+  rc, err = run_main(job_args(str(tmp_path / "data" / "*.json.gz"), tmp_path / "data" / "out",
+                              "--validation_percent=0"), capsys)
+  assert rc == 0, err
+
+
+def test_validation_leak_is_caught_whatever_the_spelling(corpus, tmp_path, capsys, monkeypatch):
+  pattern, _ = corpus
+  directory = pathlib.Path(pattern).parent
+  (tmp_path / "link").symlink_to(directory)
+  monkeypatch.chdir(directory.parent)
+  relative = f"{directory.name}/c4-train.*.json.gz"
+  for other in (str(directory / "c4-train.00001-of-00002.json.gz"),
+                str(tmp_path / "link" / "c4-train.00001-of-00002.json.gz"),
+                f"{directory.name}/../{directory.name}/c4-train.00000-of-00002.json.gz"):
+    rc, err = run_main(job_args(relative, tmp_path / "out", f"--validation_input={other}"),
+                       capsys)
+    assert_one_clear_error(rc, err, "leak")
+
+
+def test_bad_paths_are_one_clear_error(corpus, tmp_path, capsys):
+  pattern, _ = corpus
+  (tmp_path / "a_file").write_text("x")
+  for out, match in (("", "--output_dir is empty"), (str(tmp_path / "c[1]"), "glob character"),
+                     (f"file://{tmp_path}/o", "file://"),
+                     (str(tmp_path / "a_file" / "sub"), "cannot be created"),
+                     ("/proc/no_such_dir/x", "cannot be created")):
+    rc, err = run_main(job_args(pattern, out), capsys)
+    assert_one_clear_error(rc, err, match)
+  rc, err = run_main(job_args(pattern, tmp_path / "o", f"--artifact_cache_dir={tmp_path / 'a_file'}"),
+                     capsys)
+  assert_one_clear_error(rc, err, "is a file")
+  broken = tmp_path / "c4b"
+  broken.mkdir()
+  shutil.copy(sorted(pathlib.Path(pattern).parent.glob("*.gz"))[0], broken / "c4-train.0.json.gz")
+  (broken / "c4-train.1.json.gz").symlink_to(tmp_path / "gone.json.gz")
+  rc, err = run_main(job_args(str(broken / "*.json.gz"), tmp_path / "o"), capsys)
+  assert_one_clear_error(rc, err, "broken symbolic link")
+  assert not (tmp_path / "o").exists()
+
+
+def test_artifact_cache_inside_the_output_dir_is_ours(corpus, tmp_path):
+  pattern, _ = corpus
+  out = tmp_path / "run"
+  for _ in range(2):
+    pipeline.run(job_args(pattern, out, f"--artifact_cache_dir={out / 'cache'}"))
+  assert list((out / "cache").glob("static_unigram-*.json"))
+
+
+def test_kill_while_staging_is_removed_leaves_a_usable_directory(corpus, run_copy):
+  """The marker goes last; a staging dir the journal names is ours even without it."""
+  pattern, _ = corpus
+  # Killed after the new files and manifest were in place, while deleting the staging dir,
+  # just after its marker: only the staged manifest is left there.
+  staging = run_copy / ".staging-20000101T000000Z-00000000"
+  staging.mkdir()
+  shutil.copy(run_copy / layout.MANIFEST, staging / layout.MANIFEST)
+  manifest = json.loads((run_copy / layout.MANIFEST).read_text())
+  (run_copy / rm.SWITCH_JOURNAL).write_text(json.dumps(
+      {"staging": staging.name, "old_files": [],
+       "new_files": sorted(rm.recorded_paths(manifest))}))
+  pipeline.run(job_args(pattern, run_copy))
+  assert not staging.exists() and not (run_copy / rm.SWITCH_JOURNAL).exists()
+  assert verify.run([f"--output_dir={run_copy}"])["file_problems"] == []
+
+
+def test_break_lock_refuses_a_live_job(corpus, run_copy, capsys):
+  pattern, _ = corpus
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (run_copy / rm.LOCK).write_text(json.dumps({"run_id": "live", "pid": live.pid,
+                                                "host": socket.gethostname()}))
+    rc, err = run_main(job_args(pattern, run_copy, "--break_lock"), capsys)
+    assert_one_clear_error(rc, err, "still runs")
+    assert (run_copy / rm.LOCK).exists()
+  finally:
+    live.kill()
+    live.wait()
+
+
+def test_sigterm_releases_the_lock_and_the_staging(corpus, tmp_path):
+  import signal
+  import time
+  pattern, _ = corpus
+  out = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  proc = subprocess.Popen([sys.executable, "-m", "beam_pipeline", *job_args(pattern, out)],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  while not list(out.glob(".staging-*")):
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert not (out / rm.LOCK).exists() and not list(out.glob(".staging-*"))
+
+
+def test_a_damaged_artifact_cache_is_repaired(corpus, tmp_path):
+  pattern, _ = corpus
+  out = tmp_path / "run"
+  methods = "static_ac:v256,spm:v400"
+  first = pipeline.run(job_args(pattern, out, methods=methods))
+  (model,) = (out / "artifacts").glob("spm_v400-*.model")
+  (unigram,) = (out / "artifacts").glob("static_unigram-*.json")
+  model.write_bytes(model.read_bytes()[:100])
+  unigram.write_text("{}")
+  second = pipeline.run(job_args(pattern, out, methods=methods))
+  assert second["spm_model_sha256"] == first["spm_model_sha256"]
+  assert second["static_unigram_sha256"] == first["static_unigram_sha256"]
+  assert verify.run([f"--output_dir={out}"])["file_problems"] == []
+
+
+def _as_version_1(run: pathlib.Path) -> None:
+  """Rewrites a run's manifest as the previous release wrote it (version 1)."""
+  manifest = json.loads((run / layout.MANIFEST).read_text())
+  manifest["version"] = 1
+  for key in ("run_id", "run_files", "artifacts", "m1_checkpoint"):
+    manifest.pop(key, None)
+  flags = manifest["flags"]
+  for key in ("text_field", "text_lines", "invalid_utf8", "spm_train_bytes"):
+    flags.pop(key, None)
+  flags["spm_train_docs_permille"] = 1000
+  (run / layout.MANIFEST).write_text(json.dumps(manifest))
+  (run / rm.VERIFY_REPORT).write_text("[]")
+
+
+def test_a_version_1_run_is_verified_read_and_replaced(corpus, run_copy):
+  import seqio_tasks
+  pattern, _ = corpus
+  _as_version_1(run_copy)
+  result = verify.run([f"--output_dir={run_copy}"])
+  assert result["file_problems"] == [] and result["mismatches"] == []
+  _as_version_1(run_copy)
+  assert seqio_tasks.data.list_record_files(str(run_copy), "bytes", "bytes", "train")
+  pipeline.run(job_args(pattern, run_copy))  # the same flags: replaced without --overwrite
+  assert json.loads((run_copy / layout.MANIFEST).read_text())["version"] == rm.VERSION
+
+
+def test_version_1_gs_paths_are_made_relative():
+  manifest = {"format": rm.FORMAT, "version": 1, "flags": {}, "methods": ["bytes"],
+              "records": {}, "files": [{"path": "gs://b/run/bytes/train/data-0.tfrecord",
+                                        "method": "bytes", "split": "train"}]}
+  fixed = rm.relative_to(rm.parse_manifest(json.dumps(manifest).encode(), "m"), "gs://b/run")
+  assert rm.shard_infos(fixed)[0]["path"] == "bytes/train/data-0.tfrecord"
+  assert rm.check_shard_set("gs://b/run", fixed, "bytes", "train",
+                            ["gs://b/run/bytes/train/data-0.tfrecord"]) == []
+  with pytest.raises(rm.ManifestError, match="outside"):
+    rm.relative_to(manifest, "gs://b/other")
+
+
+def test_verify_from_elsewhere_and_per_method_problems(corpus, tmp_path, monkeypatch, capsys):
+  """Relative paths resolve against the run; a bad file of one method hides nothing of another."""
+  pattern, _ = corpus
+  monkeypatch.chdir(tmp_path)
+  pipeline.run(job_args(pattern, "rel_run"))
+  monkeypatch.chdir("/")
+  run = tmp_path / "rel_run"
+  assert verify.run([f"--output_dir={run}"])["mismatches"] == []
+  (run / rm.DEAD_LETTERS).write_text("damaged")
+  shard = _shard(run, "bytes")
+  shard.unlink()
+  manifest = json.loads((run / layout.MANIFEST).read_text())
+  manifest["files"] = [f for f in manifest["files"] if run / f["path"] != shard]
+  (run / layout.MANIFEST).write_text(json.dumps(manifest))
+  result = verify.run([f"--output_dir={run}"])
+  assert any("dead_letters.jsonl" in p for p in result["file_problems"])
+  assert any(m["method"] == "bytes" and m["reason"] == "no records"
+             for m in result["mismatches"]), result
+  rc, err = run_main([f"--output_dir={run}", "--num_shards=7"], capsys, verify.main)
+  assert_one_clear_error(rc, err, "flag of the job")
