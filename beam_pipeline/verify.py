@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import sys
@@ -322,8 +321,7 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
 def main(argv=None) -> int:
   from beam_pipeline import __main__ as job_main
   job_main.stop_on_sigterm()
-  logging.basicConfig(level=logging.INFO)
-  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  job_main.configure_logging()
   try:
     out = run(sys.argv[1:] if argv is None else argv)
   except ConfigError as e:

@@ -48,7 +48,9 @@ def run_main(argv, capsys, entry=None) -> tuple[int, str]:
   import logging
   root = logging.getLogger()
   handlers, level = list(root.handlers), root.level
+  capsys.readouterr()  # only what this call prints counts
   try:  # main() points logging at this test's captured stderr: undo that afterwards
+    root.handlers[:] = []  # (and none of an earlier test's, whose stream may be closed)
     rc = (entry or job_main.main)(list(argv))
   finally:
     root.handlers[:] = handlers
