@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test fuzz bench m1 clean-venv
+.PHONY: venv t5x run test fuzz bench m1 clean-venv
 
 venv: $(STAMP)
 
@@ -21,7 +21,29 @@ $(STAMP): setup.py requirements/corpus.txt
 run: $(STAMP)
 	$(PY) -m beam_pipeline $(ARGS)
 
-test: $(STAMP)
+# T5X (how users train M2; tests/test_t5x*.py run it) into the same .venv, keeping setup.py's pins:
+# the `t5x` extra (what T5X needs from PyPI), then T5X, airio and jestimator with --no-deps, from
+# the wheels in T5X_WHEELS where that directory exists (CI: ../shared/wheels, see its README),
+# otherwise from the GitHub commits of setup.py's T5X_FROM_GITHUB.
+T5X_WHEELS ?= ../shared/wheels
+T5X_STAMP := $(VENV)/.t5x-installed
+T5X_FROM_GITHUB_CMD := import ast; tree = ast.parse(open('setup.py').read()); \
+  print(' '.join(next(ast.literal_eval(n.value) for n in ast.walk(tree) \
+  if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'T5X_FROM_GITHUB')))
+t5x: $(T5X_STAMP)
+
+$(T5X_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,t5x]'
+	if [ -d "$(T5X_WHEELS)" ]; then \
+	  $(PY) -m pip install --quiet --no-deps $(T5X_WHEELS)/t5x-*.whl $(T5X_WHEELS)/airio-*.whl \
+	    $(T5X_WHEELS)/jestimator-*.whl; \
+	else \
+	  $(PY) -m pip install --quiet --no-deps --src $(VENV)/src $$($(PY) -c "$(T5X_FROM_GITHUB_CMD)"); \
+	fi
+	$(PY) -c "import t5x.train, t5x.eval, t5x.infer, t5x.examples.decoder_only.network"
+	touch $(T5X_STAMP)
+
+test: $(STAMP) $(T5X_STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Property tests only, FUZZ_ROUNDS times with fresh random seeds (`make test` draws fixed ones).

@@ -34,7 +34,22 @@ EXTRAS = {
              "matplotlib==3.10.7"],
     # GPU workers (Dataflow/Flink image): CUDA-enabled JAX for the exact M1 engine's JAX backend.
     "gpu": ["jax[cuda12]==0.10.2"],
+    # Training M2 with T5X (seqio_tasks/gin/): what T5X_FROM_GITHUB's three packages need from PyPI
+    # beyond the runtime pins, which stay as they are (tests/test_t5x_install.py checks both).
+    "t5x": ["grain==0.2.12", "cached-property==2.0.1", "tensorboard==2.21.0", "fiddle==0.3.1"],
 }
+
+# T5X is not on PyPI; neither is airio, and jestimator's PyPI release (0.3.3) does not import with
+# the pinned JAX. `make t5x` (and so `make test`) installs them with --no-deps: from the wheels of
+# these commits in $(T5X_WHEELS) (../shared/wheels) where that directory exists, otherwise from
+# GitHub. T5X goes in editable (-e): its t5x/examples/decoder_only/ has no __init__.py, so a
+# non-editable install of the commit leaves out the network.py that seqio_tasks/gin/ uses.
+T5X_FROM_GITHUB = [
+    "-e git+https://github.com/google-research/t5x"
+    "@cc342d419ec3e3e9c4bf1df33c82330cafdc1e16#egg=t5x",
+    "git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601",
+    "git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca",
+]
 
 setuptools.setup(
     name="neural-compressed-text",
