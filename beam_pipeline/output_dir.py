@@ -42,10 +42,6 @@ def _is_local(path: str) -> bool:
   return "://" not in path
 
 
-def _local(path: str) -> str:
-  return path
-
-
 def read_bytes(path: str) -> bytes:
   with FileSystems.open(path) as f:
     return f.read()
@@ -58,7 +54,7 @@ def list_files(directory: str) -> list[str]:
   are entries too, the latter as 'path/': neither is anything a run writes.
   """
   if _is_local(directory):
-    root = _local(directory)
+    root = directory
     out = []
     for dirpath, dirnames, names in os.walk(root):
       links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
@@ -71,7 +67,7 @@ def list_files(directory: str) -> list[str]:
 
 
 def _is_link(directory: str, rel: str) -> bool:
-  return _is_local(directory) and os.path.islink(os.path.join(_local(directory), rel))
+  return _is_local(directory) and os.path.islink(os.path.join(directory, rel))
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -82,7 +78,7 @@ def write_file(path: str, data: bytes) -> None:
   already is.
   """
   if _is_local(path):
-    target = _local(path)
+    target = path
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     tmp = f"{target}.tmp-{uuid.uuid4().hex}"
     with open(tmp, "wb") as f:
@@ -100,7 +96,7 @@ def _delete(paths: list[str]) -> None:
   local = [p for p in paths if _is_local(p)]
   for path in local:
     with contextlib.suppress(FileNotFoundError):
-      os.remove(_local(path))
+      os.remove(path)
   remote = [p for p in paths if not _is_local(p) and FileSystems.exists(p)]
   if remote:
     FileSystems.delete(remote)
@@ -111,8 +107,8 @@ def _remove_emptied_dirs(directory: str, deleted: list[str]) -> None:
   object stores have no directories). A directory that was empty before is not touched."""
   if not _is_local(directory):
     return
-  root = os.path.abspath(_local(directory))
-  parents = {os.path.dirname(os.path.abspath(_local(p))) for p in deleted}
+  root = os.path.abspath(directory)
+  parents = {os.path.dirname(os.path.abspath(p)) for p in deleted}
   for parent in sorted(parents, key=len, reverse=True):
     while parent.startswith(root + os.sep) and os.path.isdir(parent) and not os.listdir(parent):
       os.rmdir(parent)
@@ -127,7 +123,6 @@ def _remove_emptied_dirs(directory: str, deleted: list[str]) -> None:
 class OutputState:
   """What `inspect` found in an output directory (read-only)."""
   output_dir: str
-  exists: bool
   manifest: dict | None = None
   foreign: list[str] = dataclasses.field(default_factory=list)
   stale_staging: list[str] = dataclasses.field(default_factory=list)  # staging dir names
@@ -180,17 +175,16 @@ def inspect(output_dir: str, cache_dir: str | None = None) -> OutputState:
   manifest or journal is corrupt. `cache_dir`: the artifact cache, ours wherever it is.
   """
   if _is_local(output_dir):
-    local = _local(output_dir)
-    if os.path.exists(local) and not os.path.isdir(local):
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
       raise ConfigError(f"--output_dir={output_dir} is a file, not a directory; pick a directory")
-    if not os.path.isdir(local):
-      return OutputState(output_dir, exists=False)
+    if not os.path.isdir(output_dir):
+      return OutputState(output_dir)
   try:
     files = list_files(output_dir)
   except Exception as e:  # pylint: disable=broad-except  (no such filesystem, no credentials...)
     raise ConfigError(f"--output_dir={output_dir} cannot be listed: {type(e).__name__}: {e}"
                       ) from None
-  state = OutputState(output_dir, exists=bool(files) or _is_local(output_dir))
+  state = OutputState(output_dir)
   manifest_path = posixpath.join(output_dir, layout.MANIFEST)
   if layout.MANIFEST in files:
     try:
@@ -265,7 +259,7 @@ def _create_exclusively(path: str, data: bytes) -> bool:
   """Creates `path` holding `data` only if it does not exist; False if it already did."""
   if _is_local(path):
     try:
-      fd = os.open(_local(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       return False
     with os.fdopen(fd, "wb") as f:
@@ -329,7 +323,7 @@ def locked(output_dir: str, run_id: str, break_lock: bool = False):
   path = posixpath.join(output_dir, rm.LOCK)
   if _is_local(output_dir):
     try:
-      os.makedirs(_local(output_dir), exist_ok=True)
+      os.makedirs(output_dir, exist_ok=True)
     except OSError as e:
       raise ConfigError(f"--output_dir={output_dir} cannot be created: {e}") from None
   data = json.dumps({"run_id": run_id, **_lock_owner()}).encode()
@@ -383,7 +377,7 @@ def remove_tree(directory: str) -> None:
   _delete([f for f in files if f != marker])  # a link goes itself, never its target
   _delete([marker])
   if _is_local(directory):
-    shutil.rmtree(_local(directory), ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def remove_staging(staging: str) -> None:
@@ -433,7 +427,7 @@ def finish_switch(output_dir: str, journal: dict) -> None:
     src = posixpath.join(staging, rel)
     if FileSystems.exists(src):
       if _is_local(output_dir):
-        os.makedirs(os.path.dirname(_local(join(rel))), exist_ok=True)
+        os.makedirs(os.path.dirname(join(rel)), exist_ok=True)
       FileSystems.rename([src], [join(rel)])
   if FileSystems.exists(staged_manifest):
     write_file(join(layout.MANIFEST), read_bytes(staged_manifest))  # last: the run is complete
@@ -443,9 +437,11 @@ def finish_switch(output_dir: str, journal: dict) -> None:
                        + [posixpath.join(staging, p) for p in journal["new_files"]])
 
 
-def finish_interrupted_switch(state: OutputState) -> OutputState:
-  """If a job died during its switch-over, finishes it; returns the directory's new state."""
+def inspect_finishing_switch(output_dir: str, cache_dir: str | None = None) -> OutputState:
+  """`inspect`, after finishing a switch-over a killed job left (its journal); call it under
+  the lock."""
+  state = inspect(output_dir, cache_dir)
   if not state.journal:
     return state
-  finish_switch(state.output_dir, state.journal)
-  return inspect(state.output_dir)
+  finish_switch(output_dir, state.journal)
+  return inspect(output_dir, cache_dir)

@@ -309,7 +309,7 @@ class _WriteDeadLetters(beam.PTransform):
     def write_all(items):
       lines = sorted(json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()},
                                 sort_keys=True) for d in items)
-      write.write_atomically(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+      output_dir_lib.write_file(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
       return len(lines)
 
     return dead | "Gather" >> beam.combiners.ToList() | "Write" >> beam.Map(write_all)
@@ -373,10 +373,8 @@ def run(argv: list[str] | None = None) -> dict:
   run_id = rm.new_run_id()
   with output_dir_lib.locked(opts.output_dir, run_id, opts.break_lock):
     # Again under the lock: another job may have finished meanwhile.
-    state = inspect_output_dir(opts)
-    if state.journal:
-      output_dir_lib.finish_switch(opts.output_dir, state.journal)
-      state = inspect_output_dir(opts)
+    state = output_dir_lib.inspect_finishing_switch(opts.output_dir,
+                                                    artifacts_lib.artifacts_dir(opts))
     check_output_dir(state, opts)
     output_dir_lib.remove_stale_staging(state)
     staging = output_dir_lib.create_staging(opts.output_dir, run_id, content_flags(opts))

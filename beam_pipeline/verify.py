@@ -30,7 +30,6 @@ from beam_pipeline import options as options_lib
 from beam_pipeline import output_dir as output_dir_lib
 from beam_pipeline import pipeline
 from beam_pipeline import sources
-from beam_pipeline import write
 from beam_pipeline.options import ConfigError
 from neural_compression import methods
 from neural_compression import output_layout as layout
@@ -305,7 +304,7 @@ def _verify(known, manifest, pipeline_options, opts, specs) -> dict:
     header = {"format": rm.VERIFY_FORMAT, "run_id": manifest.get("run_id"),
               "sample_percent": percent, "file_problems": file_problems}
     _ = (problems | beam.combiners.ToList()
-         | beam.Map(lambda items: write.write_atomically(report_path, json.dumps(
+         | beam.Map(lambda items: output_dir_lib.write_file(report_path, json.dumps(
              {**header, "mismatches": sorted(items, key=lambda i: (i["method"],
                                                                   i["example_id"]))},
              indent=1).encode())))

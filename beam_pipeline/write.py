@@ -34,10 +34,6 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
   return out.getvalue()
 
 
-# A reader sees a file's old bytes or its new ones, never a part (see output_dir.write_file).
-write_atomically = output_dir_lib.write_file
-
-
 class _WriteShardFn(beam.DoFn):
 
   def __init__(self, output_dir: str, num_shards: int):
@@ -53,7 +49,7 @@ class _WriteShardFn(beam.DoFn):
     data = tfrecord_bytes([record for _, record in items])
     path = posixpath.join(layout.method_dir(self._output_dir, slug, split),
                           layout.shard_name(shard, self._num_shards))
-    write_atomically(path, data)
+    output_dir_lib.write_file(path, data)
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(len(items))
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "files_written").inc()
     yield {"path": rm.relative_path(self._output_dir, path),
@@ -114,7 +110,7 @@ class WriteStats(beam.PTransform):
       table = {}
       for (slug, split), figures in sorted(items):
         table.setdefault(slug, {})[split] = finish_stats(figures, bits_per_token[slug])
-      write_atomically(path, json.dumps(table, indent=1, sort_keys=True).encode())
+      output_dir_lib.write_file(path, json.dumps(table, indent=1, sort_keys=True).encode())
       return table
 
     return (stats
@@ -135,7 +131,7 @@ class WriteFileList(beam.PTransform):
 
     def write(items):
       items = sorted(items, key=lambda i: i["path"])
-      write_atomically(path, json.dumps(items, indent=1).encode())
+      output_dir_lib.write_file(path, json.dumps(items, indent=1).encode())
       return items
 
     return infos | "Gather" >> beam.combiners.ToList() | "WriteJson" >> beam.Map(write)

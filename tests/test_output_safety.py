@@ -221,7 +221,7 @@ def test_job_killed_during_the_switch_is_finished_by_the_next_job(corpus, good_r
     seqio_tasks.data.read_manifest(str(run_copy))
   # The interrupted job's staging must survive its own cleanup: it is the complete new run.
   assert list(run_copy.glob(".staging-*/manifest.json"))
-  state = output_dir_lib.finish_interrupted_switch(output_dir_lib.inspect(str(run_copy)))
+  state = output_dir_lib.inspect_finishing_switch(str(run_copy))
   assert not state.foreign and not (run_copy / rm.SWITCH_JOURNAL).exists()
   reference = run_copy.parent / "reference"
   pipeline.run(job_args(pattern, reference, "--num_shards=3"))
