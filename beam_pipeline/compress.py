@@ -37,12 +37,13 @@ class Artifacts:
   static_unigram_json: str | None = None
   spm_model_proto: bytes | None = None
   m1_cache_bytes: int | None = None  # the M1 prefix cache's budget (speed only, not content)
+  m1_context: int | None = None  # M1's attention window in symbols (None: the checkpoint's)
 
   def fingerprint(self) -> str:
     """sha256 over the artifacts' contents (M1 by its path; its checksum is in the manifest)."""
     h = hashlib.sha256()
-    for part in (self.m1_checkpoint or "", self.static_unigram_json or "",
-                 self.spm_model_proto or b""):
+    for part in (self.m1_checkpoint or "", str(self.m1_context or ""),
+                 self.static_unigram_json or "", self.spm_model_proto or b""):
       h.update(part.encode() if isinstance(part, str) else part)
       h.update(b"\0")
     return h.hexdigest()
@@ -72,7 +73,8 @@ class Compressors:
       from neural_compression.m1 import engine as exact_engine  # JAX-free numpy path on CPU workers
       budget = {} if artifacts.m1_cache_bytes is None else {
           "max_cache_bytes": artifacts.m1_cache_bytes}
-      m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint), **budget)
+      m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint),
+                                               max_context=artifacts.m1_context, **budget)
     if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
       from neural_compression import static_unigram
       unigram = static_unigram.StaticUnigramModel.from_json(artifacts.static_unigram_json)

@@ -396,8 +396,13 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
   started = time.time()
   prepared = artifacts_lib.prepare(opts, pipeline_options, specs, run_id)
   uses_m1 = any(s.uses_m1 for s in specs)
+  m1_context = None
+  if uses_m1:  # fixed here and recorded, so that every worker and every reader uses the same
+    from neural_compression.m1 import engine as exact_engine
+    m1_context = exact_engine.context_length(compress.local_copy(opts.m1_checkpoint))
   artifacts = compress.Artifacts(
       m1_checkpoint=opts.m1_checkpoint if uses_m1 else None,
+      m1_context=m1_context,
       static_unigram_json=prepared["static_unigram_json"],
       spm_model_proto=prepared["spm_model_proto"],
       m1_cache_bytes=getattr(opts, "m1_cache_bytes", None))
@@ -422,6 +427,7 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
       "methods": [s.name for s in specs],
       "m1_checkpoint": opts.m1_checkpoint if uses_m1 else None,
       "m1_checksum": directory_checksum(opts.m1_checkpoint) if uses_m1 else None,
+      "m1_context": m1_context,
       "static_unigram_sha256": (hashlib.sha256(prepared["static_unigram_json"].encode()).hexdigest()
                                 if prepared["static_unigram_json"] else None),
       "spm_model_sha256": (hashlib.sha256(prepared["spm_model_proto"]).hexdigest()

@@ -203,7 +203,7 @@ def _artifacts(manifest, opts, pipeline_options, specs, m1) -> compress.Artifact
     prepared = artifacts_lib.prepare(opts, pipeline_options, specs, rm.new_run_id())
     unigram = unigram or (prepared["static_unigram_json"] or "").encode() or None
     spm = spm or prepared["spm_model_proto"]
-  return compress.Artifacts(m1_checkpoint=m1,
+  return compress.Artifacts(m1_checkpoint=m1, m1_context=rm.m1_context(manifest) if m1 else None,
                             static_unigram_json=unigram.decode() if unigram else None,
                             spm_model_proto=spm)
 

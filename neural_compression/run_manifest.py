@@ -95,6 +95,18 @@ def parse_manifest(data: bytes, path: str) -> dict:
   return manifest
 
 
+# Runs written before manifests recorded `m1_context` were all compressed with a fixed
+# 1,024-symbol attention window, whatever the checkpoint: their readers must decode with it.
+M1_CONTEXT_BEFORE_RECORDING = 1024
+
+
+def m1_context(manifest: dict) -> int | None:
+  """The attention window (symbols) M1 had when it compressed the run; None if no method used M1."""
+  if not manifest.get("m1_checksum"):
+    return None
+  return int(manifest.get("m1_context") or M1_CONTEXT_BEFORE_RECORDING)
+
+
 def relative_to(manifest: dict, output_dir: str) -> dict:
   """The manifest with version 1's absolute shard paths (gs:// runs) made relative to
   `output_dir`, as version 2 records them; ManifestError for a path outside it."""

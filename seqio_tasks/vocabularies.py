@@ -39,6 +39,7 @@ import seqio
 import tensorflow as tf
 
 from neural_compression import methods
+from neural_compression import run_manifest as rm
 from neural_compression import symbols as sym
 from seqio_tasks import data
 
@@ -295,8 +296,9 @@ class M1ArithmeticVocabulary(CompressedTextVocabulary):
     self._m1_checkpoint = m1_checkpoint
 
   def _artifact_key(self) -> tuple:
-    return (self._m1_checkpoint or data.default_m1_checkpoint(),
-            self._manifest().get("m1_checksum"))
+    manifest = self._manifest()
+    return (self._m1_checkpoint or data.default_m1_checkpoint(), manifest.get("m1_checksum"),
+            rm.m1_context(manifest))
 
   def _build_compressor(self):
     # Imported here, and only for M1 methods: it pulls in the M1 engine.
@@ -309,7 +311,8 @@ class M1ArithmeticVocabulary(CompressedTextVocabulary):
           f"M1 checkpoint {checkpoint!r} is not the one that compressed the run in "
           f"{self.data_dir!r} (m1_checksum {want}); point ${data.M1_CHECKPOINT_ENV} or "
           "seqio_tasks.vocabulary_for(..., m1_checkpoint=...) at that checkpoint")
-    model = exact_engine.load_exact_model(checkpoint)
+    # The window the run was encoded with (the manifest's), not whatever the checkpoint says now.
+    model = exact_engine.load_exact_model(checkpoint, max_context=rm.m1_context(manifest))
     return methods.build_compressor(self.spec, m1_model=model)
 
 

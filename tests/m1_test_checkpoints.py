@@ -15,15 +15,16 @@ SMALL = M1Config(num_layers=2, d_model=32, num_heads=2, head_dim=16, mlp_dim=64,
 
 
 def make_checkpoint(directory: pathlib.Path, config: M1Config = SMALL, seed: int = 0,
-                    scale: float = 0.3) -> pathlib.Path:
-  """Writes a random float checkpoint plus its exact export into `directory`."""
+                    scale: float = 0.3, context_length: int | None = None) -> pathlib.Path:
+  """Writes a random float checkpoint plus its exact export into `directory`; context_length:
+  the training context (symbols) it records, if any."""
   rng = np.random.default_rng(seed)
   params = {n: (rng.standard_normal(s) * scale).astype(np.float32)
             for n, s in ni.param_shapes(config).items()}
   for name in params:
     if name.endswith("norm/scale"):
       params[name] = (1 + 0.1 * params[name]).astype(np.float32)
-  ni.save_checkpoint(directory, config, params)
+  ni.save_checkpoint(directory, config, params, context_length=context_length)
   texts = [d["text"].encode() for d in corpus_gen.make_documents(8, seed=seed)]
   eq.export_checkpoint(directory, texts)
   return directory

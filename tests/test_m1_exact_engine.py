@@ -2,6 +2,7 @@
 backends; encodings made at batch 512 decode at batch 1; corrupt checkpoints are refused."""
 import importlib.util
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -123,16 +124,39 @@ def test_corrupt_or_missing_exact_model_is_refused(checkpoint, tmp_path):
     ee.verify_checkpoint(copy)
 
 
-def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoint):
+def test_attention_window_is_the_checkpoints_training_context(checkpoint, tmp_path):
+  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  assert ee.context_length(shipped) == 512  # recorded only in its training command
+  assert ee.load_exact_model(shipped, max_cache_bytes=8 << 20).engine.max_context == 512
+  assert ee.context_length(checkpoint) == ee.PAPER_CONTEXT  # records none: the paper's
+  trained = ckpts.make_checkpoint(tmp_path / "trained", context_length=48)
+  assert ee.context_length(trained) == 48
+  model = ee.load_exact_model(trained, backend="numpy")
+  assert model.engine.max_context == 48
+  wide = ee.load_exact_model(trained, backend="numpy", max_context=ee.PAPER_CONTEXT)
+  data = " ".join(d["text"] for d in corpus_gen.make_documents(2, seed=4)).encode()
+  x = np.frombuffer(data[:160], np.uint8).astype(np.uint16)
+  # Within the window both see the same positions; past it the 48-symbol model must not.
+  np.testing.assert_array_equal(model.cdf(x[:47]), wide.cdf(x[:47]))
+  assert any(not np.array_equal(model.cdf(x[:n]), wide.cdf(x[:n])) for n in (100, 130, 159))
+  with pytest.raises(ValueError, match="max_context"):
+    ee.load_exact_model(trained, max_context=0)
+
+
+@pytest.mark.parametrize("window", [None, 40])
+def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoint, window):
   data = " ".join(d["text"] for d in corpus_gen.make_documents(3, seed=5)).encode()
-  x = np.frombuffer(data[:ee.MAX_CONTEXT + 60], np.uint8).astype(np.uint16)
-  model = ee.load_exact_model(checkpoint)
+  model = ee.load_exact_model(checkpoint, max_context=window)
+  window = model.engine.max_context
+  # Past 2 windows the lockstep buffer has slid at least once.
+  x = np.frombuffer(data[:2 * window + 60 if window < 100 else window + 60], np.uint8).astype(
+      np.uint16)
   session = model.lockstep(2)
   checked = 0
   for i in range(len(x)):
     tokens = np.array([ni.BOS if i == 0 else x[i - 1]] * 2)
     got = session.step(tokens)
-    if i % 97 == 0 or i > ee.MAX_CONTEXT - 3:
+    if i % 97 == 0 or i > window - 3:
       np.testing.assert_array_equal(got[0], model.cdf(x[:i]), err_msg=f"position {i}")
       np.testing.assert_array_equal(got[1], got[0])
       checked += 1

@@ -39,6 +39,7 @@ def test_bytes_job_then_m1_then_job_with_that_m1_then_verify(tmp_path):
   manifest = pipeline.run(job_args(pattern, str(second), ["equal_info_ac:b16:v65k"],
                                    f"--m1_checkpoint={export}"))
   assert manifest["m1_checksum"] == pipeline.directory_checksum(str(export))
+  assert manifest["m1_context"] == 64  # the window it was trained on is the one it encodes with
   result = verify.run([f"--output_dir={second}"])  # the run records its M1
   assert result["mismatches"] == []
   counters = result["counters"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import json
 import pathlib
 import shutil
 import tempfile
@@ -314,6 +315,38 @@ def test_m1_examples_decode_to_the_source(monkeypatch, method):
     assert count > 0
   finally:
     seqio_tasks.set_data_dir(previous)
+
+
+def test_m1_vocabulary_decodes_with_the_runs_recorded_attention_window(tmp_path):
+  out, docs, checkpoint, _ = make_m1_run()
+  manifest_path = pathlib.Path(out) / "manifest.json"
+  assert json.loads(manifest_path.read_text())["m1_context"] == 1024  # the test M1 records none
+  sources = source_examples(docs)
+  ds = tf.data.TFRecordDataset(sorted(str(f) for f in
+                                      (pathlib.Path(out) / "ac_v256" / "train").glob("*.tfrecord")))
+  records = [tf.train.Example.FromString(r.numpy()) for r in ds]
+  record = max(records, key=lambda r: r.features.feature["raw_bytes"].int64_list.value[0])
+  targets = [t + 3 for t in record.features.feature["targets"].int64_list.value]  # model ids
+  expected = sources[record.features.feature["example_id"].bytes_list.value[0].decode()]
+  expected = expected[:record.features.feature["raw_bytes"].int64_list.value[0]]
+  assert len(expected) > 100
+  # A copy of the run whose manifest claims a 40-symbol window: the vocabulary must use it (and
+  # so decode AC's long example differently), not the checkpoint's own.
+  copy = tmp_path / "run"
+  shutil.copytree(out, copy)
+  manifest = json.loads(manifest_path.read_text())
+  manifest["m1_context"] = 40
+  for entry in manifest["files"] + manifest["run_files"]:
+    if "path" in entry and str(entry["path"]).startswith(out):
+      entry["path"] = str(copy) + entry["path"][len(out):]
+  (copy / "manifest.json").write_text(json.dumps(manifest))
+  right = vocabularies.M1ArithmeticVocabulary("ac:v256", data_dir=out, m1_checkpoint=checkpoint)
+  np.testing.assert_array_equal(right.decode_symbols(targets, strict=True), expected)
+  narrow = vocabularies.M1ArithmeticVocabulary("ac:v256", data_dir=str(copy),
+                                               m1_checkpoint=checkpoint)
+  assert narrow.compressor.model.engine.max_context == 40
+  assert right.compressor.model.engine.max_context == 1024
+  assert not np.array_equal(narrow.decode_symbols(targets), expected)
 
 
 def test_m1_vocabulary_refuses_another_checkpoint():

@@ -7,9 +7,10 @@
   model            ExactM1Model: the batched CdfModel over all of it; load_exact_model
   checkpoint       verifying and loading the exact export
 """
-from neural_compression.m1.engine.checkpoint import (ExactCheckpointError, load_exact_arrays,
-                                                     verify_checkpoint)
-from neural_compression.m1.engine.integer_forward import EXACT_K, MAX_CONTEXT, ExactM1, NumpyBackend
+from neural_compression.m1.engine.checkpoint import (ExactCheckpointError, context_length,
+                                                     load_exact_arrays, verify_checkpoint)
+from neural_compression.m1.engine.integer_forward import (EXACT_K, PAPER_CONTEXT, ExactM1,
+                                                          NumpyBackend)
 from neural_compression.m1.engine.lockstep import LockstepSession
 from neural_compression.m1.engine.model import (DEFAULT_CACHE_BYTES, ExactM1Model,
                                                 PrefixCacheSession, load_exact_model)

@@ -39,6 +39,17 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
   return doc
 
 
+def context_length(directory: str | os.PathLike, exact_doc: dict | None = None) -> int:
+  """The attention window (symbols) the engine uses with this checkpoint: the context it was
+  trained on (exact_config.json's, else the float checkpoint's, see
+  numpy_inference.training_context_length), else the paper's 1,024."""
+  from neural_compression.m1.engine.integer_forward import PAPER_CONTEXT
+  if exact_doc is None:
+    exact_doc = json.loads((pathlib.Path(directory) / eq.EXACT_CONFIG_FILE).read_text())
+  recorded = exact_doc.get("context_length") or ni.training_context_length(directory)
+  return int(recorded) if recorded else PAPER_CONTEXT
+
+
 def load_exact_arrays(directory: str | os.PathLike) -> tuple[dict, dict]:
   """Reads (arrays, scalars) of the exact model after verifying its checksum."""
   directory = pathlib.Path(directory)

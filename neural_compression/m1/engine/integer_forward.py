@@ -31,11 +31,10 @@ from neural_compression.m1.config import M1Config
 from neural_compression.methods import PRECISION_BITS
 
 EXACT_K = (1 << 24) // (127 * 127)  # 1040 terms keep int8 dot products exact in float32
-# Attention sees at most this many positions: the paper's training length. Checkpoints record
-# their own (ni.training_context_length; the shipped M1 trained at 512), which the engine does
-# not yet take: AC with the shipped M1 attends beyond its training length (equal-info windows of
-# b=16 never reach 512 bytes, so they are unaffected).
-MAX_CONTEXT = 1024
+# Attention sees at most the checkpoint's training context (symbols): the window it was trained
+# on, the longest context it has seen (checkpoint.context_length reads it; the shipped M1 trained
+# at 512). A checkpoint that records none gets the paper's training length.
+PAPER_CONTEXT = 1024
 
 
 class NumpyBackend:
@@ -65,8 +64,14 @@ def _rdiv(n, d):
 class ExactM1:
   """The integer forward pass for new positions given their cached history (see module doc)."""
 
-  def __init__(self, arrays: dict, scalars: dict, backend=NumpyBackend):
+  def __init__(self, arrays: dict, scalars: dict, backend=NumpyBackend,
+               max_context: int = PAPER_CONTEXT):
+    """max_context: positions (symbols, the start token included) a position attends to at
+    most: the new one and the max_context - 1 before it."""
+    if max_context < 1:
+      raise ValueError(f"max_context must be at least 1 symbol, got {max_context}")
     self.config = M1Config.from_dict(scalars["model"])
+    self.max_context = int(max_context)
     self.eps = int(scalars["ln_eps_units"])
     self.backend = backend
     with backend.scope():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from neural_compression.m1 import numpy_inference as ni
-from neural_compression.m1.engine.integer_forward import MAX_CONTEXT
 
 
 class LockstepSession:
@@ -12,7 +11,7 @@ class LockstepSession:
 
   Every row moves in lockstep, so the attention history of all rows is the same slice of one
   persistent buffer and no per-step gathering is needed. Position i attends to positions
-  max(0, i - MAX_CONTEXT + 1) .. i exactly as through the prefix cache, so the CDFs are identical
+  max(0, i - max_context + 1) .. i (the engine's window) exactly as through the prefix cache, so the CDFs are identical
   to the prefix-cache path (a test checks it).
   """
 
@@ -20,7 +19,8 @@ class LockstepSession:
     self.model = model
     self.engine = model.engine
     c = self.engine.config
-    self._cap = 2 * MAX_CONTEXT
+    self._window = self.engine.max_context
+    self._cap = 2 * self._window
     shape = (rows, self._cap, c.num_heads, c.head_dim)
     self._k = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
     self._v = [np.zeros(shape, np.float32) for _ in range(c.num_layers)]
@@ -33,12 +33,12 @@ class LockstepSession:
     symbol); returns the CDFs [rows, NUM_SYMBOLS + 1] of the symbol that follows."""
     if tokens is None:
       tokens = np.full(self.rows, ni.BOS, np.int64)
-    if self.position - self._start == self._cap:  # slide: keep the last MAX_CONTEXT - 1 slots
-      keep = MAX_CONTEXT - 1
+    if self.position - self._start == self._cap:  # slide: keep the last window - 1 slots
+      keep = self._window - 1
       for buf in self._k + self._v:
         buf[:, :keep] = buf[:, self._cap - keep:]
       self._start = self.position - keep
-    lo = max(self._start, self.position - (MAX_CONTEXT - 1)) - self._start
+    lo = max(self._start, self.position - (self._window - 1)) - self._start
     hi = self.position - self._start
     hist_len = np.full(self.rows, hi - lo, np.int64)
     with self.model.blas_scope():

@@ -21,8 +21,8 @@ from neural_compression import symbols as sym
 from neural_compression.m1 import numpy_inference as ni
 from neural_compression.m1.engine import cached_coding
 from neural_compression.m1.engine import prefix_cache as pc
-from neural_compression.m1.engine.checkpoint import load_exact_arrays
-from neural_compression.m1.engine.integer_forward import MAX_CONTEXT, ExactM1, NumpyBackend
+from neural_compression.m1.engine.checkpoint import context_length, load_exact_arrays
+from neural_compression.m1.engine.integer_forward import ExactM1, NumpyBackend
 from neural_compression.m1.engine.lockstep import LockstepSession
 from neural_compression.methods import PRECISION_BITS
 
@@ -186,11 +186,12 @@ class ExactM1Model(cdf_models.CdfModel):
         part = nodes[first:first + self.max_rows]
         m = len(part)
         depth = cache.meta[part, 2]
-        t = int(min(depth.max(), MAX_CONTEXT - 1))
+        max_history = self.engine.max_context - 1
+        t = int(min(depth.max(), max_history))
         hist_idx = np.full((m, t), cache.zero_slot, np.int64)
         hist_len = np.zeros(m, np.int64)
         tokens = np.zeros(m, np.int64)
-        pc.history(part, cache.meta, MAX_CONTEXT - 1, hist_idx, hist_len, tokens, ni.BOS)
+        pc.history(part, cache.meta, max_history, hist_idx, hist_len, tokens, ni.BOS)
         hist_k = cache.kv_k[:, hist_idx].astype(np.float32)  # [L, R, T, H, hd]
         hist_v = cache.kv_v[:, hist_idx].astype(np.float32)
         new_k, new_v, cdfs = self.engine.forward(tokens, list(hist_k), list(hist_v), hist_len)
@@ -271,14 +272,19 @@ class PrefixCacheSession:
 
 
 def load_exact_model(directory: str | os.PathLike, backend: str = "auto",
-                     **kwargs) -> ExactM1Model:
+                     max_context: int | None = None, **kwargs) -> ExactM1Model:
   """Loads the exact M1 from a checkpoint directory as a batched `CdfModel`.
 
-  backend: 'numpy', 'jax', or 'auto' (JAX when a GPU is visible, else numpy). kwargs go to
-  ExactM1Model (max_cache_bytes, max_rows, blas_threads).
+  backend: 'numpy', 'jax', or 'auto' (JAX when a GPU is visible, else numpy).
+  max_context: the attention window in symbols; None: the checkpoint's training context
+  (`context_length`). A reader of a run passes the run's recorded window (the manifest's
+  m1_context), so that it decodes with the window the run was encoded with.
+  kwargs go to ExactM1Model (max_cache_bytes, max_rows, blas_threads).
   """
   arrays, doc = load_exact_arrays(directory)
-  return ExactM1Model(ExactM1(arrays, doc, _backend(backend)), **kwargs)
+  if max_context is None:
+    max_context = context_length(directory, doc)
+  return ExactM1Model(ExactM1(arrays, doc, _backend(backend), max_context=max_context), **kwargs)
 
 
 def _backend(name: str):
