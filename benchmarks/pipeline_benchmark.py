@@ -4,24 +4,45 @@
 
 Runs the job (in-process DirectRunner, default corpus) into a temporary directory, rebuilds the
 exact examples it compressed with the job's own stages, then times the bare compressors on them
-(same batch size). Prints both throughputs and the job's overhead. The job's time covers reading,
-runs, compression, serialization and writing; Beam's start-up is part of it, so use enough
-examples for the figure to mean something at scale.
+(same batch size) in a fresh process, from loading M1 (engine import, checkpoint, compiled
+kernels) to the last example: what a worker must pay whatever runs it. Prints both throughputs
+and the job's overhead. The job's time covers reading, runs, loading M1, compression,
+serialization and writing; Beam's start-up is part of it, so use enough examples for the figure
+to mean something at scale (--examples_per_run 0: the whole default corpus).
 """
 from __future__ import annotations
 
 import argparse
 import pickle
+import subprocess
+import sys
 import tempfile
 import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline import compress
 from beam_pipeline import options as options_lib
 from beam_pipeline import pipeline
+
+
+# The bare engine in a fresh process: load what a worker loads, encode, print the seconds.
+BARE = """
+import pickle, sys, time
+path, method_list, checkpoint, context, batch = sys.argv[1:]
+data = [x for _, x in pickle.loads(open(path, "rb").read())]
+start = time.perf_counter()
 from neural_compression import methods
+from neural_compression.m1 import engine
+specs = methods.parse_methods(method_list)
+m1 = engine.load_exact_model(checkpoint, max_context=int(context) or None) if any(
+    s.uses_m1 for s in specs) else None
+for spec in specs:
+  compressor = methods.build_compressor(spec, m1_model=m1)
+  for i in range(0, len(data), int(batch)):
+    compressor.encode_batch(data[i:i + int(batch)])
+print(time.perf_counter() - start)
+"""
 
 
 def main() -> None:
@@ -45,18 +66,18 @@ def main() -> None:
     _ = (examples | beam.combiners.ToList()
          | beam.Map(lambda items: open(dump, "wb").write(pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
   data = [x for _, x in pickle.loads(open(dump, "rb").read())]
-  specs = methods.parse_methods(args.methods)
-  compressors = compress.Compressors(specs, compress.Artifacts(
-      m1_checkpoint=opts.m1_checkpoint))
-  start = time.perf_counter()
-  for _, compressor in compressors.by_slug.values():
-    for i in range(0, len(data), args.batch_size):
-      compressor.encode_batch(data[i:i + args.batch_size])
-  bare_seconds = time.perf_counter() - start
+  if manifest.get("static_unigram_sha256") or manifest.get("spm_model_sha256"):
+    raise SystemExit("pick methods without estimated artifacts (M1 methods, gzip, bytes)")
+  out = subprocess.run(
+      [sys.executable, "-c", BARE, dump, args.methods, opts.m1_checkpoint,
+       str(manifest.get("m1_context") or 0), str(args.batch_size)],
+      check=True, capture_output=True, text=True)
+  bare_seconds = float(out.stdout.strip().splitlines()[-1])
   print(f"{nbytes:,} bytes in {len(data)} examples, methods {args.methods}")
   print(f"job (DirectRunner, everything included): {job_seconds:.1f} s, "
         f"{nbytes / job_seconds:,.0f} bytes/s")
-  print(f"bare compressors on the same examples:   {bare_seconds:.1f} s, "
+  print(f"bare compressors on the same examples, fresh process, M1 load included: "
+        f"{bare_seconds:.1f} s, "
         f"{nbytes / bare_seconds:,.0f} bytes/s")
   print(f"job overhead: {100 * (job_seconds / bare_seconds - 1):+.1f}%")
 

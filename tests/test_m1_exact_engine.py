@@ -2,7 +2,10 @@
 backends; encodings made at batch 512 decode at batch 1; corrupt checkpoints are refused."""
 import importlib.util
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni
 from tests import m1_test_checkpoints as ckpts
 from tests import pipeline_test_corpus as corpus_gen
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +130,7 @@ def test_corrupt_or_missing_exact_model_is_refused(checkpoint, tmp_path):
 
 
 def test_attention_window_is_the_checkpoints_training_context(checkpoint, tmp_path):
-  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  shipped = REPO_ROOT / "m1_checkpoint"
   assert ee.context_length(shipped) == 512  # recorded only in its training command
   assert ee.load_exact_model(shipped, max_cache_bytes=8 << 20).engine.max_context == 512
   assert ee.context_length(checkpoint) == ee.PAPER_CONTEXT  # records none: the paper's
@@ -200,7 +205,7 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
   """The determinism matrix with the shipped checkpoint on the default corpus's validation split."""
   import pathlib
   from neural_compression import corpus
-  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  shipped = REPO_ROOT / "m1_checkpoint"
   text = next(corpus.default_corpus_documents("validation"))["text"].encode()
   rng = np.random.default_rng(0)
   contexts = []
@@ -259,3 +264,14 @@ def test_a_decode_inside_a_jax_process_leaves_process_settings_as_found(checkpoi
       assert bool(jax.config.jax_enable_x64) == x64, f"{backend} changed jax_enable_x64"
       assert blas_threads() == before, f"{backend} left the BLAS thread limits changed"
   assert seen and all(s == [1] for s in seen), "the engine's own BLAS cap no longer applies"
+
+
+def test_auto_backend_on_a_machine_without_gpu_nodes_never_imports_jax(checkpoint):
+  # JAX's import costs every CPU worker seconds; without a GPU device node it is not needed.
+  from neural_compression.m1.engine import jax_backend
+  if any(os.path.exists(p) for p in jax_backend.GPU_DEVICE_PATHS):
+    pytest.skip("this machine shows a GPU device node")
+  script = ("import sys; from neural_compression.m1 import engine; "
+            f"m = engine.load_exact_model({str(checkpoint)!r}, backend='auto'); "
+            "assert m.engine.backend.name != 'jax'; assert 'jax' not in sys.modules, 'imported'")
+  subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT)

@@ -11,12 +11,24 @@ padding rows have no history and are dropped, and never touch other rows' arithm
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 import numpy as np
 
 
+# Device nodes a CUDA or ROCm GPU shows to a process (also inside containers, which mount them).
+GPU_DEVICE_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
+
+
 def gpu_visible() -> bool:
-  """Whether JAX is installed and sees a GPU (the engine then prefers this backend)."""
+  """Whether JAX is installed and sees a GPU (the engine then prefers this backend).
+
+  Without a GPU device node JAX is not even imported: its import costs every CPU worker
+  seconds and hundreds of MB (measured: 2.9 s of a 25 s DirectRunner job).
+  """
+  if "jax" not in sys.modules and not any(os.path.exists(p) for p in GPU_DEVICE_PATHS):
+    return False
   try:
     import jax
     return any(d.platform == "gpu" for d in jax.devices())
