@@ -28,7 +28,7 @@ from beam_pipeline.options import ConfigError
 from neural_compression import corpus
 from neural_compression import methods
 from neural_compression import run_manifest as rm
-from neural_compression import static_unigram
+from neural_compression.methods import static_unigram
 from neural_compression import symbols as sym
 
 read_bytes = output_dir_lib.read_bytes
@@ -294,7 +294,7 @@ def _spm(opts, cache_dir: str, vocab: int, estimates: dict, out: dict) -> None:
   path = posixpath.join(cache_dir, f"spm_v{vocab}-{key.hexdigest()[:12]}.model")
   proto = _cached_model(path)
   if proto is None:
-    from neural_compression.baselines import sentencepiece_compressor as spc
+    from neural_compression.methods import sentencepiece as spc
     try:  # the core's recipe: the same lines as train_sentencepiece on these documents
       proto = spc.train_sentencepiece(sample["texts"], vocab_size=vocab)
     except RuntimeError as e:

@@ -76,7 +76,7 @@ class Compressors:
       m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint),
                                                max_context=artifacts.m1_context, **budget)
     if any(s.kind in methods.UNIGRAM_KINDS for s in specs):
-      from neural_compression import static_unigram
+      from neural_compression.methods import static_unigram
       unigram = static_unigram.StaticUnigramModel.from_json(artifacts.static_unigram_json)
     self.by_slug = {
         s.slug: (s, methods.build_compressor(s, m1_model=m1_model, unigram_model=unigram,

@@ -155,7 +155,7 @@ def _refuse_input_inside_output(opts, files: set[str]) -> None:
 def _check_artifact_files(opts, specs) -> None:
   """A given --static_unigram / --spm_model must load, and fit the methods; else ConfigError."""
   if opts.static_unigram:
-    from neural_compression import static_unigram
+    from neural_compression.methods import static_unigram
     try:
       static_unigram.StaticUnigramModel.from_json(
           artifacts_lib.read_bytes(opts.static_unigram).decode("utf-8"))
@@ -163,7 +163,7 @@ def _check_artifact_files(opts, specs) -> None:
       raise ConfigError(f"--static_unigram={opts.static_unigram}: not a static unigram "
                         f"artifact ({type(e).__name__}: {e})") from None
   if opts.spm_model:
-    from neural_compression.baselines import sentencepiece_compressor as spc
+    from neural_compression.methods import sentencepiece as spc
     try:
       # The model loads lazily: ask its size here, so a bad file fails now.
       pieces = spc.SentencePieceCompressor(artifacts_lib.read_bytes(opts.spm_model)).vocab_size

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from neural_compression import arithmetic_compressors as acc
+from neural_compression.methods import arithmetic as acc
 from neural_compression import corpus
 from neural_compression import examples as ex
-from neural_compression import static_unigram
+from neural_compression.methods import static_unigram
 
 PAPER_CORPUS_BYTES = 524e9
 TARGET = 10e6  # bytes/s
@@ -32,7 +32,8 @@ FIRST_CALL = """
 import time
 start = time.perf_counter()
 import numpy as np
-from neural_compression import arithmetic_compressors as acc, cdf_models
+from neural_compression.methods import arithmetic as acc
+from neural_compression.coding import cdf_models
 model = cdf_models.FixedCdfModel(None, 14)
 for c in (acc.EqualInfoACCompressor(model, 16, 16), acc.ArithmeticCodingCompressor(model, 16)):
   c.decode(c.encode(np.arange(100, dtype=np.uint16)).tokens)

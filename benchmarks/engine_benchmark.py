@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from neural_compression import arithmetic_compressors as acc
+from neural_compression.methods import arithmetic as acc
 from neural_compression import corpus
 from neural_compression import examples as ex
 from neural_compression.m1 import engine

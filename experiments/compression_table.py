@@ -25,14 +25,14 @@ import time
 
 import numpy as np
 
-from neural_compression import arithmetic_compressors as acc
-from neural_compression import bit_tokens
+from neural_compression.methods import arithmetic as acc
+from neural_compression.coding import bit_tokens
 from neural_compression import corpus
-from neural_compression import equal_info_windows as eiw
+from neural_compression.coding import equal_info_windows as eiw
 from neural_compression import examples as ex
 from neural_compression import methods
-from neural_compression import static_unigram
-from neural_compression.baselines import sentencepiece_compressor as spc
+from neural_compression.methods import static_unigram
+from neural_compression.methods import sentencepiece as spc
 
 # The paper's token compression ratios on C4 validation (v=256 column, v=65k column).
 PAPER = {

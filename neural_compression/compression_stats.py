@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from neural_compression import symbols as sym
-from neural_compression.compressor import Compressor
+from neural_compression.methods.compressor import Compressor
 
 
 def measure_compression(compressor: Compressor, symbol_arrays: Iterable[np.ndarray], *,

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from neural_compression.compressor import Encoded
+from neural_compression.methods.compressor import Encoded
 
 MODES = ("trim", "split")
 

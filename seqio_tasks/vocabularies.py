@@ -325,7 +325,7 @@ class StaticArithmeticVocabulary(CompressedTextVocabulary):
     return (self._manifest().get("static_unigram_sha256"),)
 
   def _build_compressor(self):
-    from neural_compression import static_unigram
+    from neural_compression.methods import static_unigram
     text = data.read_artifact(self.data_dir, self.method, "static_unigram_sha256",
                               "static_unigram", "static_unigram-*.json")
     model = static_unigram.StaticUnigramModel.from_json(text.decode("utf-8"))

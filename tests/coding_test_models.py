@@ -5,7 +5,7 @@ import hashlib
 
 import numpy as np
 
-from neural_compression import cdf_models
+from neural_compression.coding import cdf_models
 from neural_compression import symbols as sym
 
 

@@ -4,8 +4,8 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from neural_compression import arithmetic_coder as ac
-from neural_compression import cdf_models
+from neural_compression.coding import arithmetic_coder as ac
+from neural_compression.coding import cdf_models
 from neural_compression import symbols as sym
 from tests import coding_test_models as tm
 

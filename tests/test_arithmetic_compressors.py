@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from neural_compression import arithmetic_compressors as acc
+from neural_compression.methods import arithmetic as acc
 from neural_compression import corpus
-from neural_compression import equal_info_windows as eiw
-from neural_compression import static_unigram
+from neural_compression.coding import equal_info_windows as eiw
+from neural_compression.methods import static_unigram
 from neural_compression import symbols as sym
 from tests import coding_test_models as tm
 

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline import artifacts
 from beam_pipeline import options as options_lib
 from neural_compression import methods
-from neural_compression.baselines import sentencepiece_compressor as spc
+from neural_compression.methods import sentencepiece as spc
 from tests import pipeline_test_corpus as corpus_gen
 
 

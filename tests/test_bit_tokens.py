@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from neural_compression import bit_tokens
+from neural_compression.coding import bit_tokens
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from neural_compression import symbols as sym
-from neural_compression.baselines import bytes_compressor
+from neural_compression.methods import bytes as bytes_compressor
 
 
 @given(st.lists(st.integers(0, sym.NUM_SYMBOLS - 1), max_size=200))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from neural_compression import arithmetic_coder as ac
-from neural_compression import arithmetic_compressors as acc
-from neural_compression import cdf_models
-from neural_compression import equal_info_windows as eiw
+from neural_compression.coding import arithmetic_coder as ac
+from neural_compression.methods import arithmetic as acc
+from neural_compression.coding import cdf_models
+from neural_compression.coding import equal_info_windows as eiw
 from neural_compression import symbols as sym
 from neural_compression.coding import compiled_coder as cc
 from tests import coding_test_models as tm

@@ -5,8 +5,8 @@ import pytest
 
 from neural_compression import compression_stats
 from neural_compression import symbols as sym
-from neural_compression.baselines import bytes_compressor
-from neural_compression.baselines import gzip_compressor
+from neural_compression.methods import bytes as bytes_compressor
+from neural_compression.methods import gzip as gzip_compressor
 
 
 def _data():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from neural_compression import methods
-from neural_compression import static_unigram
-from neural_compression.baselines import sentencepiece_compressor as spc
+from neural_compression.methods import static_unigram
+from neural_compression.methods import sentencepiece as spc
 from neural_compression.m1 import engine as exact_engine
 from tests import m1_test_checkpoints
 from tests import pipeline_test_corpus as corpus_gen

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from neural_compression import symbols as sym
-from neural_compression.baselines import gzip_compressor
+from neural_compression.methods import gzip as gzip_compressor
 
 # A small alphabet (repeats, so zlib finds matches) mixed with any symbol: EOS, 0xFF (the escape
 # byte), NUL and bytes that are invalid UTF-8.

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from neural_compression import arithmetic_compressors as acc
-from neural_compression import cdf_models
+from neural_compression.methods import arithmetic as acc
+from neural_compression.coding import cdf_models
 from neural_compression import examples as ex
 from neural_compression.m1 import engine as ee
 from neural_compression.m1 import exact_quantization as eq

@@ -355,7 +355,7 @@ def _records(run: pathlib.Path, slug: str, split: str) -> list[dict]:
 def test_vocabulary_decodes_each_run_with_its_own_artifacts(tmp_path):
   import seqio_tasks
   from neural_compression import methods
-  from neural_compression import static_unigram
+  from neural_compression.methods import static_unigram
   from seqio_tasks import vocabularies
   (run_a, _, _), (run_b, _, _) = _two_runs(tmp_path)
   ma, mb = (json.loads((r / layout.MANIFEST).read_text()) for r in (run_a, run_b))

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from neural_compression import corpus
 from neural_compression import examples as ex
 from neural_compression import symbols as sym
-from neural_compression.baselines import sentencepiece_compressor as spc
+from neural_compression.methods import sentencepiece as spc
 from tests import pipeline_test_corpus as corpus_gen
 
 _VOCAB = 600

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from neural_compression import cdf_models
-from neural_compression import equal_info_windows as eiw
+from neural_compression.coding import cdf_models
+from neural_compression.coding import equal_info_windows as eiw
 from neural_compression import symbols as sym
 from neural_compression.coding import compiled_coder as cc
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from neural_compression import cdf_models
+from neural_compression.coding import cdf_models
 from neural_compression import symbols as sym
 from neural_compression.m1 import numpy_inference as ni
 from neural_compression.m1.engine import cached_coding

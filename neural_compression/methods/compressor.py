@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-TOKEN_DTYPE = np.int32
+from neural_compression.coding.bit_tokens import TOKEN_DTYPE  # noqa: F401  (the interface's dtype)
 
 
 @dataclasses.dataclass(frozen=True)

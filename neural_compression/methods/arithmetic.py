@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from neural_compression import arithmetic_coder as ac
-from neural_compression import bit_tokens
-from neural_compression import cdf_models
-from neural_compression import equal_info_windows as eiw
+from neural_compression.coding import arithmetic_coder as ac
+from neural_compression.coding import bit_tokens
+from neural_compression.coding import cdf_models
+from neural_compression.coding import equal_info_windows as eiw
 from neural_compression import symbols as sym
 from neural_compression.coding import batch_coder
 from neural_compression.coding import compiled_coder
-from neural_compression.compressor import Compressor, Encoded
+from neural_compression.methods.compressor import Compressor, Encoded
 
 LENGTH_HEADER_BITS = 32
 LOCKSTEP_ROWS = 16  # AC rows advanced together (each holds a 2 x 1,024-position KV buffer)

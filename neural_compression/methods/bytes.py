@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from neural_compression import symbols as sym
-from neural_compression.compressor import TOKEN_DTYPE, Compressor, Encoded
+from neural_compression.methods.compressor import TOKEN_DTYPE, Compressor, Encoded
 
 
 class BytesCompressor(Compressor):

@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from neural_compression.compressor import TOKEN_DTYPE
-
+TOKEN_DTYPE = np.int32  # every method's token ids (Compressor.encode's tokens)
 MAX_TOKEN_BITS = 16
 
 

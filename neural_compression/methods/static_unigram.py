@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from neural_compression import cdf_models
+from neural_compression.coding import cdf_models
 from neural_compression import symbols as sym
 from neural_compression.methods import PRECISION_BITS
 

@@ -11,9 +11,9 @@ import zlib
 
 import numpy as np
 
-from neural_compression import bit_tokens
+from neural_compression.coding import bit_tokens
 from neural_compression import symbols as sym
-from neural_compression.compressor import Compressor, Encoded
+from neural_compression.methods.compressor import Compressor, Encoded
 
 
 class GzipCompressor(Compressor):

@@ -38,7 +38,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from neural_compression import symbols as sym
-from neural_compression.compressor import TOKEN_DTYPE, Compressor, Encoded
+from neural_compression.methods.compressor import TOKEN_DTYPE, Compressor, Encoded
 
 DEFAULT_VOCAB_SIZE = 32000  # T5's vocabulary size, as in the paper
 # The trainer's result depends on its thread count (each thread sums its share of the expected

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from neural_compression import bit_tokens
-from neural_compression import equal_info_windows as eiw
+from neural_compression.coding import bit_tokens
+from neural_compression.coding import equal_info_windows as eiw
 
 PRECISION_BITS = 14  # the coder precision P of every method (the paper's); written only here
 DEFAULT_PRECISION_BITS = PRECISION_BITS  # the name parse_method's callers knew it by
@@ -149,48 +149,3 @@ PAPER_METHODS = (
     ["bytes", "spm:v32k"]
     + [f"{k}:{v}" for k in ("ac", "static_ac", "gzip") for v in ("v256", "v65k")]
     + [f"equal_info_ac:b{b}:{v}" for b in (16, 32, 64, 128) for v in ("v256", "v65k")])
-
-
-def build_compressor(spec: MethodSpec, *, m1_model=None, unigram_model=None,
-                     spm_model_proto: bytes | None = None):
-  """Returns the `Compressor` for a parsed method, given the artifacts it needs.
-
-  Args:
-    spec: a parsed method string.
-    m1_model: a `CdfModel` backed by M1 (the exact engine) for equal_info_ac and ac.
-    unigram_model: a `StaticUnigramModel` for static_ac and static_equal_info_ac.
-    spm_model_proto: the serialized SentencePiece model for spm.
-  Raises:
-    MethodError: if the method's artifact is missing.
-  """
-  # Imported here so that parsing method strings stays free of model dependencies.
-  from neural_compression import arithmetic_compressors as acc
-
-  def need(artifact, what):
-    if artifact is None:
-      raise MethodError(f"method {spec.name!r} needs {what}")
-    return artifact
-
-  if spec.kind in M1_KINDS or spec.kind in UNIGRAM_KINDS:
-    if spec.kind in M1_KINDS:
-      model = need(m1_model, "the M1 model (--m1_checkpoint)")
-    else:
-      model = need(unigram_model, "the static unigram model (--static_unigram)")
-    if spec.precision_mismatch(model):
-      raise MethodError(f"method {spec.name!r}: the model's CDF precision is "
-                        f"{model.precision_bits} bits, windows need b >= P")
-    if spec.is_windowed:
-      return acc.EqualInfoACCompressor(model, spec.window_bits, spec.token_bits, spec.rule,
-                                       name_prefix=spec.kind)
-    return acc.ArithmeticCodingCompressor(model, spec.token_bits, name_prefix=spec.kind)
-  if spec.kind == "gzip":
-    from neural_compression.baselines import gzip_compressor
-    return gzip_compressor.GzipCompressor(spec.token_bits)
-  if spec.kind == "bytes":
-    from neural_compression.baselines import bytes_compressor
-    return bytes_compressor.BytesCompressor()
-  if spec.kind == "spm":
-    from neural_compression.baselines import sentencepiece_compressor
-    return sentencepiece_compressor.SentencePieceCompressor(
-        need(spm_model_proto, "a SentencePiece model (--spm_model)"))
-  raise MethodError(f"no compressor for {spec.name!r}")

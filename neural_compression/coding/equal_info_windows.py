@@ -45,8 +45,8 @@ from typing import Sequence
 
 import numpy as np
 
-from neural_compression import arithmetic_coder as ac
-from neural_compression import cdf_models
+from neural_compression.coding import arithmetic_coder as ac
+from neural_compression.coding import cdf_models
 from neural_compression import symbols as sym
 
 
