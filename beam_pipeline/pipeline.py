@@ -29,7 +29,6 @@ from neural_compression import output_layout as layout
 from neural_compression import run_manifest as rm
 
 FILE_LIST = ".files.json"
-DEAD_LETTERS = rm.DEAD_LETTERS
 # Flags that define a run's content; the others (runner, paths) don't change the records.
 CONTENT_FLAGS = ("source", "input", "validation_input", "validation_percent", "methods",
                  "docs_per_run", "example_bytes", "examples_per_run", "run_buckets",
@@ -124,7 +123,8 @@ def glob_regex(pattern: str) -> "re.Pattern":
 # Files a run puts in its output directory, to test input patterns against before they exist.
 _OUTPUT_EXAMPLES = (".lock", ".staging-x/IN_PROGRESS.json", "artifacts/static_unigram-x.json",
                     "bytes/train/data-00000-of-00004.tfrecord", "x/train/data.json.gz",
-                    "manifest.json", "stats.json", "dead_letters.jsonl", "x.json", "x.txt",
+                    "manifest.json", "stats.json", "dead_letters/part-00000-of-00004.jsonl",
+                    "x.json", "x.txt",
                     "x.jsonl", "x.gz")
 
 
@@ -286,7 +286,7 @@ def build(p, opts, specs, artifacts: compress.Artifacts, out_dir: str):
   bits_per_token = {s.slug: _bits_per_token(s, artifacts) for s in specs}
   _ = stats | "WriteStats" >> write.WriteStats(out_dir, bits_per_token, layout.STATS)
   _ = files | "WriteFileList" >> write.WriteFileList(out_dir, FILE_LIST)
-  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(posixpath.join(out_dir, DEAD_LETTERS))
+  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(out_dir, opts.num_shards)
 
 
 def _bits_per_token(spec, artifacts) -> float:
@@ -297,22 +297,33 @@ def _bits_per_token(spec, artifacts) -> float:
 
 
 class _WriteDeadLetters(beam.PTransform):
-  """Writes every dead letter (file, line, reason, base64 raw bytes) as sorted JSON lines."""
+  """Writes every dead letter (file, line, reason, base64 raw bytes) as JSON lines in shards
+  `dead_letters/part-SSSSS-of-NNNNN.jsonl` by hash of the line, each shard's lines sorted: the
+  bytes depend only on the dead letters, and no worker holds more than one shard of them (a
+  wrong flag can dead-letter a whole corpus). Only shards with lines are written."""
 
-  def __init__(self, path):
+  def __init__(self, out_dir: str, num_shards: int):
     super().__init__()
-    self._path = path
+    self._out_dir = out_dir
+    self._num_shards = num_shards
 
   def expand(self, dead):
-    path = self._path
+    out_dir, n = self._out_dir, self._num_shards
 
-    def write_all(items):
-      lines = sorted(json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()},
-                                sort_keys=True) for d in items)
-      output_dir_lib.write_file(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+    def keyed_line(d):
+      line = json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()}, sort_keys=True)
+      return write.shard_of(line, n), line
+
+    def write_part(kv):
+      shard, lines = kv
+      lines = sorted(lines)
+      output_dir_lib.write_file(posixpath.join(out_dir, rm.dead_letter_part(shard, n)),
+                                ("\n".join(lines) + "\n").encode())
       return len(lines)
 
-    return dead | "Gather" >> beam.combiners.ToList() | "Write" >> beam.Map(write_all)
+    return (dead | "KeyByShard" >> beam.Map(keyed_line)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WritePart" >> beam.Map(write_part))
 
 
 def _counters(result) -> dict:
@@ -358,6 +369,13 @@ def parse_flags(argv: list[str] | None):
   options_lib.check_known_flags(argv)
   pipeline_options = PipelineOptions(argv)
   return pipeline_options, pipeline_options.view_as(options_lib.CompressionOptions)
+
+
+def _dead_letter_parts(out_dir: str) -> list[str]:
+  """Run-relative paths of the dead-letter shards written into `out_dir`, sorted."""
+  pattern = posixpath.join(out_dir, rm.DEAD_LETTERS_DIR, "part-*.jsonl")
+  return sorted(rm.relative_path(out_dir, m.path)
+                for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def _file_entry(out_dir: str, name: str) -> dict:
@@ -434,7 +452,8 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
                            if prepared["spm_model_proto"] else None),
       "artifacts": prepared["provenance"],
       "files": files,
-      "run_files": [_file_entry(staging, name) for name in (layout.STATS, DEAD_LETTERS)],
+      "run_files": [_file_entry(staging, name)
+                    for name in [layout.STATS] + _dead_letter_parts(staging)],
       "records": {f"{s}/{split}": sum(f["records"] for f in files
                                       if f["method"] == s and f["split"] == split)
                   for s in stats for split in stats[s]},

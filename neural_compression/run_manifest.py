@@ -38,7 +38,8 @@ from neural_compression import output_layout as layout
 
 FORMAT = "neural_compression.run_manifest"
 VERSION = 2
-DEAD_LETTERS = "dead_letters.jsonl"
+DEAD_LETTERS = "dead_letters.jsonl"  # version 1 runs and the first version 2 runs: one file
+DEAD_LETTERS_DIR = "dead_letters"  # now: sorted JSON lines in shards, dead_letter_part()
 VERIFY_REPORT = "verify.json"
 VERIFY_FORMAT = "neural_compression.verify_report"
 LOCK = ".lock"
@@ -152,8 +153,19 @@ def shard_infos(manifest: dict, slug: str | None = None, split: str | None = Non
   return sorted(out, key=lambda i: i["path"])
 
 
+def dead_letter_part(shard: int, num_shards: int) -> str:
+  """The run-relative path of one dead-letter shard (JSON lines, sorted)."""
+  return f"{DEAD_LETTERS_DIR}/part-{shard:05d}-of-{num_shards:05d}.jsonl"
+
+
+def dead_letter_files(manifest: dict) -> list[str]:
+  """Run-relative paths of the run's dead-letter files (none if nothing was dead-lettered)."""
+  return [info["path"] for info in run_file_infos(manifest)
+          if info["path"] == DEAD_LETTERS or info["path"].startswith(DEAD_LETTERS_DIR + "/")]
+
+
 def run_file_infos(manifest: dict) -> list[dict]:
-  """Entries of the run's other files (stats.json, dead_letters.jsonl): path, bytes, sha256."""
+  """Entries of the run's other files (stats.json, dead letters): path, bytes, sha256."""
   if manifest.get("version") == 1:
     return [{"path": name} for name in _V1_RUN_FILES]
   return list(manifest.get("run_files", []))

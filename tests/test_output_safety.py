@@ -528,7 +528,8 @@ def test_zero_byte_gz_input_is_dead_lettered_and_counted(tmp_path):
   (tmp_path / "c4" / "c4-train.empty.json.gz").write_bytes(b"")
   out = tmp_path / "run"
   manifest = pipeline.run(job_args(pattern, out, methods="bytes"))
-  dead = [json.loads(line) for line in (out / rm.DEAD_LETTERS).read_text().splitlines()]
+  dead = [json.loads(line) for name in rm.dead_letter_files(manifest)
+          for line in (out / name).read_text().splitlines()]
   assert [(d["path"].endswith("c4-train.empty.json.gz"), d["reason"]) for d in dead] == [
       (True, "corrupt_compressed_stream")]
   assert manifest["counters"]["sources/dead_letters"] == 1
@@ -828,14 +829,14 @@ def test_verify_from_elsewhere_and_per_method_problems(corpus, tmp_path, monkeyp
   monkeypatch.chdir("/")
   run = tmp_path / "rel_run"
   assert verify.run([f"--output_dir={run}"])["mismatches"] == []
-  (run / rm.DEAD_LETTERS).write_text("damaged")
+  (run / layout.STATS).write_text("damaged")
   shard = _shard(run, "bytes")
   shard.unlink()
   manifest = json.loads((run / layout.MANIFEST).read_text())
   manifest["files"] = [f for f in manifest["files"] if run / f["path"] != shard]
   (run / layout.MANIFEST).write_text(json.dumps(manifest))
   result = verify.run([f"--output_dir={run}"])
-  assert any("dead_letters.jsonl" in p for p in result["file_problems"])
+  assert any(layout.STATS in p for p in result["file_problems"])
   assert any(m["method"] == "bytes" and m["reason"] == "no records"
              for m in result["mismatches"]), result
   rc, err = run_main([f"--output_dir={run}", "--num_shards=7"], capsys, verify.main)

@@ -12,6 +12,7 @@ from beam_pipeline import pipeline
 from beam_pipeline import verify
 from neural_compression import methods
 from neural_compression import output_layout as layout
+from neural_compression import run_manifest as rm
 from tests import pipeline_test_corpus as corpus_gen
 
 METHODS = "static_equal_info_ac:b16:v65k,static_ac:v256,gzip:v256,bytes"
@@ -61,7 +62,11 @@ def bad_run(bad_corpus, tmp_path_factory):
 def test_bad_input_is_processed_or_dead_lettered_never_lost(bad_run, bad_corpus):
   out, manifest = bad_run
   c = manifest["counters"]
-  dead = [json.loads(line) for line in (out / pipeline.DEAD_LETTERS).read_text().splitlines()]
+  dead = [json.loads(line) for name in rm.dead_letter_files(manifest)
+          for line in (out / name).read_text().splitlines()]
+  # Sharded by hash, each shard sorted: several shards for this many, all listed in the manifest.
+  assert len(rm.dead_letter_files(manifest)) > 1
+  assert all(name.startswith(rm.DEAD_LETTERS_DIR + "/") for name in rm.dead_letter_files(manifest))
   reasons = sorted(d["reason"] for d in dead)
   assert c["sources/dead_letters"] == len(dead) >= 6, (c, reasons)
   for reason in ("invalid_json", "missing_text", "text_not_string", "not_a_json_object",
