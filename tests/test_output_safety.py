@@ -786,6 +786,7 @@ def test_a_damaged_artifact_cache_is_repaired(corpus, tmp_path):
 def _as_version_1(run: pathlib.Path) -> None:
   """Rewrites a run's manifest as the previous release wrote it (version 1)."""
   manifest = json.loads((run / layout.MANIFEST).read_text())
+  dead_letter_parts = rm.dead_letter_files(manifest)
   manifest["version"] = 1
   for key in ("run_id", "run_files", "artifacts", "m1_checkpoint"):
     manifest.pop(key, None)
@@ -795,6 +796,10 @@ def _as_version_1(run: pathlib.Path) -> None:
   flags["spm_train_docs_permille"] = 1000
   (run / layout.MANIFEST).write_text(json.dumps(manifest))
   (run / rm.VERIFY_REPORT).write_text("[]")
+  # That release always wrote its dead letters to one file beside the shards, empty or not.
+  for name in dead_letter_parts:
+    (run / name).unlink()
+  (run / rm.DEAD_LETTERS).touch()
 
 
 def test_a_version_1_run_is_verified_read_and_replaced(corpus, run_copy):
