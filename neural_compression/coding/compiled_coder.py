@@ -48,12 +48,18 @@ ERR_BLOCK_OUTSIDE = 4  # the code's block left the interval (cannot happen on an
 ERR_FIRST_SYMBOL_DOES_NOT_FIT = 5  # encoder: impossible for b >= P
 NEED_SPACE = 6  # a static driver stopped: an output buffer must grow before resuming
 
-_jit = numba.njit(cache=True, nogil=True)
+# No kernel allocates, so none needs numba's reference counting (NRT), and with it on every
+# array handed to a helper costs atomic increfs and decrefs that numba's pruning leaves in place
+# once the helper branches or returns early: they were half the encoder's time. `_nrt=False`
+# (numba's per-function switch) drops them. The per-symbol helpers are inlined in numba's IR
+# (`inline="always"`), so each caller's loop is one function with no arrays passed on the stack.
+_jit = numba.njit(cache=True, nogil=True, _nrt=False)
+_inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 
 
 # Interval arithmetic on (low, width, scale, hi) --------------------------------------------------
 
-@_jit
+@_inline
 def _carry_into_hi(hi, row, hi_len):
   j = hi_len - 1
   while hi[row, j] == 1:
@@ -62,7 +68,7 @@ def _carry_into_hi(hi, row, hi_len):
   hi[row, j] = 1
 
 
-@_jit
+@_inline
 def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
   """Child interval of counts [c_lo, c_hi): returns (low, width, scale, hi_len)."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
@@ -85,7 +91,7 @@ def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
   return t, w, scale, hi_len
 
 
-@_jit
+@_inline
 def _lo_bit(low, hi, row, hi_len, w_bits, position):
   """Bit `position` (0 = least significant) of lo."""
   if position >= w_bits:
@@ -93,7 +99,7 @@ def _lo_bit(low, hi, row, hi_len, w_bits, position):
   return (low >> position) & 1
 
 
-@_jit
+@_inline
 def _block_fits(low, width, scale, num_bits, w_bits):
   """Whether some num_bits-bit block lies inside the interval (reference: lowest_block)."""
   if scale <= num_bits:
@@ -106,7 +112,7 @@ def _block_fits(low, width, scale, num_bits, w_bits):
   return (2 if rem > 0 else 1) * u - rem <= width
 
 
-@_jit
+@_inline
 def _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, count, add):
   """Writes bits scale-1 .. scale-count of lo (MSB first) to out[offset:], then adds `add`."""
   for j in range(count):
@@ -121,7 +127,7 @@ def _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, count, add
     j -= 1
 
 
-@_jit
+@_inline
 def _write_lowest_block(out, offset, low, hi, row, hi_len, scale, w_bits, num_bits, add_rel):
   """Writes the num_bits-bit code T of the lowest block (add_rel < 0), or (lo >> e) + add_rel.
 
@@ -140,7 +146,7 @@ def _write_lowest_block(out, offset, low, hi, row, hi_len, scale, w_bits, num_bi
 
 # The equal-info window encoder -------------------------------------------------------------------
 
-@_jit
+@_inline
 def _straddle_above_lowest(low, width, scale, cdf, b, p):
   """Smallest straddling b-bit code of the interval above its lowest block, as (code - (lo >> e)),
   or -1 if none (reference: equal_info_windows._straddling_codes)."""
@@ -174,7 +180,7 @@ def _straddle_above_lowest(low, width, scale, cdf, b, p):
   return -1
 
 
-@_jit
+@_inline
 def _lowest_excluded(low, scale, delta, b):
   """Whether T(child) == T(parent) for a child at offset delta (parent's units) from lo."""
   e = scale - b
@@ -185,7 +191,7 @@ def _lowest_excluded(low, scale, delta, b):
   return (rem + delta + u - 1) >> e == (1 if rem > 0 else 0)
 
 
-@_jit
+@_inline
 def _encoder_reset(st, row, p):
   st[row, 0] = 0  # low
   st[row, 1] = np.int64(1) << (p + RENORM_HEADROOM_BITS)  # width
@@ -202,7 +208,7 @@ def encoder_init(st, hi, rows, p):
     st[row, 5] = 0  # pos: first symbol of the open window
 
 
-@_jit
+@_inline
 def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, excluded, strad,
                   out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p, rule):
   """One reference `EqualInfoEncoderState.feed` for one row. Returns (out_pos, win_count,
@@ -313,7 +319,7 @@ def encoder_contexts(rows, symbols, sym_off, st, ctx_off):
 
 # The window decoder (and AC's prefix decoder) ----------------------------------------------------
 
-@_jit
+@_inline
 def _code_bit(code_bits, start, length, index):
   return code_bits[start + index] if index < length else 0
 
@@ -341,7 +347,7 @@ def decoder_init(dst, code_bits, code_off, code_len, rows, p):
     dst[row, 6] = last_one
 
 
-@_jit
+@_inline
 def _upper_bound(cdf, value):
   """Largest i with cdf[i] <= value (numpy searchsorted(side='right') - 1)."""
   lo, hi = 0, cdf.shape[0]
@@ -354,7 +360,7 @@ def _upper_bound(cdf, value):
   return lo - 1
 
 
-@_jit
+@_inline
 def _decoder_feed(row, cdf, code_bits, start, length, dst, out, limit, p, mode):
   """One reference decoder step for one row (window or AC prefix). Returns the row's status."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
@@ -448,7 +454,7 @@ def ac_init(st, rows, p):
     _encoder_reset(st, row, p)
 
 
-@_jit
+@_inline
 def _ac_push(row, cdf, x, st, hi, trace, p):
   low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
   low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len, cdf[x], cdf[x + 1], p)
