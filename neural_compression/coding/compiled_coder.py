@@ -31,6 +31,7 @@ processes load the cached machine code.
 from __future__ import annotations
 
 import numba
+from numba.cpython.unsafe.numbers import leading_zeros
 import numpy as np
 
 RENORM_HEADROOM_BITS = 16  # must equal arithmetic_coder.RENORM_HEADROOM_BITS (a test checks)
@@ -69,34 +70,39 @@ def _carry_into_hi(hi, row, hi_len):
 
 
 @_inline
+def _renorm_shift(w, w_bits):
+  """The renormalization shift (bits) of a width 0 < w < 2**w_bits: the number of doublings that
+  bring it into [2**(w_bits - 1), 2**w_bits). One count of leading zeros, not a loop per bit."""
+  return leading_zeros(w) - (64 - w_bits)
+
+
+@_inline
+def _renormalize(t, w, shift, scale, hi, row, hi_len, w_bits):
+  """Commits the child [t, t + w) (t < 2**(W + 1): a carry is still in t) shifted left by
+  `shift` bits: returns (low, width, scale, hi_len).
+
+  The bits leaving `low` at the top go to `hi` (most significant first), but only those at
+  positions >= W of lo: while scale < W the interval is [0, 1) at scale, lo < 2**scale, so the
+  bits shifted out first (max(0, W - scale) of them) are zeros that are not stored.
+  """
+  if t >> w_bits:  # t >= 2**W: the carry goes into hi
+    t -= np.int64(1) << w_bits
+    _carry_into_hi(hi, row, hi_len)
+  for j in range(max(0, w_bits - scale), shift):
+    hi[row, hi_len] = (t >> (w_bits - 1 - j)) & 1
+    hi_len += 1
+  mask = (np.int64(1) << w_bits) - 1
+  return (t << shift) & mask, w << shift, scale + shift, hi_len
+
+
+@_inline
 def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
   """Child interval of counts [c_lo, c_hi): returns (low, width, scale, hi_len)."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
   r = width >> p
-  t = low + r * c_lo
   w = r * (c_hi - c_lo)
-  if t >= (1 << w_bits):
-    t -= 1 << w_bits
-    _carry_into_hi(hi, row, hi_len)
-  mask = (1 << w_bits) - 1
-  top_width = 1 << (w_bits - 1)
-  while w < top_width:
-    w <<= 1
-    bit = t >> (w_bits - 1)
-    t = (t << 1) & mask
-    if scale >= w_bits:
-      hi[row, hi_len] = bit
-      hi_len += 1
-    scale += 1
-  return t, w, scale, hi_len
-
-
-@_inline
-def _lo_bit(low, hi, row, hi_len, w_bits, position):
-  """Bit `position` (0 = least significant) of lo."""
-  if position >= w_bits:
-    return hi[row, hi_len - 1 - (position - w_bits)]
-  return (low >> position) & 1
+  return _renormalize(low + r * c_lo, w, _renorm_shift(w, w_bits), scale, hi, row, hi_len,
+                      w_bits)
 
 
 @_inline
@@ -115,9 +121,16 @@ def _block_fits(low, width, scale, num_bits, w_bits):
 @_inline
 def _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, count, add):
   """Writes bits scale-1 .. scale-count of lo (MSB first) to out[offset:], then adds `add`."""
-  for j in range(count):
-    position = scale - 1 - j
-    out[offset + j] = _lo_bit(low, hi, row, hi_len, w_bits, position) if position >= 0 else 0
+  # Bit scale-1-j of lo is hi[first_hi + j] while its position is >= W (hi_len = scale - W
+  # bits are stored once scale >= W, so first_hi is 0), else a bit of `low`, else 0.
+  from_hi = min(count, max(0, scale - w_bits))
+  first_hi = hi_len - max(0, scale - w_bits)
+  for j in range(from_hi):
+    out[offset + j] = hi[row, first_hi + j]
+  for j in range(from_hi, min(count, scale)):
+    out[offset + j] = (low >> (scale - 1 - j)) & 1
+  for j in range(max(from_hi, min(count, scale)), count):
+    out[offset + j] = 0
   j = offset + count - 1
   carry = add
   while carry > 0:
@@ -226,17 +239,14 @@ def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, ex
     r = width >> p
     t = low + r * c_lo
     w = r * (c_hi - c_lo)
-    shift = 0
-    while w < (np.int64(1) << (w_bits - 1)):
-      w <<= 1
-      shift += 1
+    shift = _renorm_shift(w, w_bits)
     child_low = (t & ((np.int64(1) << (w_bits - shift)) - 1)) << shift
-    if _block_fits(child_low, w, scale + shift, b, w_bits):
+    if _block_fits(child_low, w << shift, scale + shift, b, w_bits):
       excluded[row, k + 1] = k >= 1 and _lowest_excluded(low, scale, r * c_lo, b)
       strad[row, k + 1] = -1
       step_counts[row, k, 0] = c_lo
       step_counts[row, k, 1] = c_hi
-      low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p)
+      low, width, scale, hi_len = _renormalize(t, w, shift, scale, hi, row, hi_len, w_bits)
       st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, \
           k + 1
       return out_pos, win_count, RUNNING
@@ -319,11 +329,6 @@ def encoder_contexts(rows, symbols, sym_off, st, ctx_off):
 
 # The window decoder (and AC's prefix decoder) ----------------------------------------------------
 
-@_inline
-def _code_bit(code_bits, start, length, index):
-  return code_bits[start + index] if index < length else 0
-
-
 @_jit
 def decoder_init(dst, code_bits, code_off, code_len, rows, p):
   """dst columns: D = floor(x * 2**scale) - lo, low, width, scale, k, paper match, last one bit."""
@@ -331,10 +336,15 @@ def decoder_init(dst, code_bits, code_off, code_len, rows, p):
   for row in rows:
     start, length = code_off[row], code_len[row]
     d = np.int64(0)
-    for j in range(r_bits):
-      d = (d << 1) | _code_bit(code_bits, start, length, j)
     last_one = -1
-    for j in range(length - 1, -1, -1):
+    first = min(r_bits, length)
+    for j in range(first):
+      bit = code_bits[start + j]
+      d = (d << 1) | bit
+      if bit:
+        last_one = j
+    d <<= r_bits - first  # bits past the code's end are zeros
+    for j in range(length - 1, first - 1, -1):  # a later one bit, if any
       if code_bits[start + j]:
         last_one = j
         break
@@ -348,16 +358,19 @@ def decoder_init(dst, code_bits, code_off, code_len, rows, p):
 
 
 @_inline
-def _upper_bound(cdf, value):
-  """Largest i with cdf[i] <= value (numpy searchsorted(side='right') - 1)."""
-  lo, hi = 0, cdf.shape[0]
-  while lo < hi:
-    mid = (lo + hi) >> 1
-    if cdf[mid] <= value:
-      lo = mid + 1
-    else:
-      hi = mid
-  return lo - 1
+def _symbol_below(cdf, r, d):
+  """Largest i with r * cdf[i] <= d, i.e. cdf[i] <= d // r, for cdf[0] = 0 <= d (numpy
+  searchsorted(cdf, d // r, side='right') - 1), by multiplications: no division. The search
+  halves a fixed-length range each step and the comparison only moves `base`, which the
+  compiler turns into a conditional move: no branch to mispredict on the data."""
+  base = 0
+  n = cdf.shape[0]
+  while n > 1:
+    half = n >> 1
+    if r * cdf[base + half] <= d:
+      base += half
+    n -= half
+  return base
 
 
 @_inline
@@ -377,7 +390,7 @@ def _decoder_feed(row, cdf, code_bits, start, length, dst, out, limit, p, mode):
   r = width >> p
   symbol = -1
   if d < (r << p):
-    s = _upper_bound(cdf, d // r)
+    s = _symbol_below(cdf, r, d)
     if end <= r * cdf[s + 1]:
       symbol = s
   if symbol < 0:
@@ -392,12 +405,15 @@ def _decoder_feed(row, cdf, code_bits, start, length, dst, out, limit, p, mode):
   d -= r * c_lo
   w = r * (c_hi - c_lo)
   mask = (np.int64(1) << w_bits) - 1
-  while w < (np.int64(1) << (w_bits - 1)):
-    w <<= 1
-    t = (t << 1) & mask
-    d = (d << 1) | _code_bit(code_bits, start, length, scale)
-    scale += 1
-  low = t & mask
+  shift = _renorm_shift(w, w_bits)
+  w <<= shift
+  low = (t << shift) & mask
+  # d takes the next `shift` code bits; bits past the code's end are zeros.
+  code_end = min(scale + shift, length)
+  for i in range(scale, code_end):
+    d = (d << 1) | code_bits[start + i]
+  d <<= scale + shift - max(code_end, scale)
+  scale += shift
   out[row, k] = symbol
   k += 1
   dst[row, 0], dst[row, 1], dst[row, 2], dst[row, 3], dst[row, 4] = d, low, w, scale, k
@@ -443,6 +459,16 @@ def decoder_run_static(cdf, code_bits, code_off, code_len, dst, out, status, lim
       status[row] = _decoder_feed(row, cdf, code_bits, code_off[row], code_len[row], dst, out,
                                   limits[row], p, mode)
   return DONE
+
+
+@_jit
+def gather_prefixes(out, counts, flat):
+  """Concatenates out[row, :counts[row]] (symbols) over all rows, in row order, into flat."""
+  j = 0
+  for row in range(out.shape[0]):
+    for i in range(counts[row]):
+      flat[j] = out[row, i]
+      j += 1
 
 
 # AC / StaticAC: one interval per example, no resets ----------------------------------------------
@@ -495,12 +521,14 @@ def ac_finish(row, st, hi, trace, code_out, needed, p):
   _write_lowest_block(code_out, 0, low, hi, row, hi_len, scale, w_bits, n, -1)
   needed[0] = 0
   m = 0
+  mask = (np.int64(1) << w_bits) - 1
+  xs = np.int64(0)  # floor(x * 2**xs_end) mod 2**W, x = code / 2**n
+  xs_end = 0
   for k in range(1, count + 1):
     lo_k, width_k, scale_k = trace[row, k, 0], trace[row, k, 1], trace[row, k, 2]
-    xs = np.int64(0)  # floor(x * 2**scale_k) mod 2**W, x = code / 2**n
-    for j in range(scale_k - w_bits, scale_k):
-      bit = code_out[j] if 0 <= j < n else 0
-      xs = (xs << 1) | bit
+    while xs_end < scale_k:  # scale_k never decreases: shift in the new code bits only
+      xs = ((xs << 1) | (code_out[xs_end] if xs_end < n else 0)) & mask
+      xs_end += 1
     dist = (xs - lo_k) & ((np.int64(1) << w_bits) - 1)  # floor(x * 2**scale_k) - lo_k
     while True:
       if m >= scale_k:
