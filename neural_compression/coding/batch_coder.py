@@ -87,8 +87,12 @@ class WindowEncoderBatch:
     self.excluded = np.zeros((n, cap), np.bool_)
     self.strad = np.full((n, cap), -1, np.int64)
     self.status = np.where(np.diff(self.offsets) > 0, cc.RUNNING, cc.DONE).astype(np.int64)
-    # Every window writes b bits; the text needs about (P + 1) bits per symbol at most.
-    self.out_bits = np.zeros(max(1024, 2 * window_bits * n + len(self.symbols) * 4), np.uint8)
+    # Every window writes b bits and holds >= 1 symbol; the text needs at most about P + 1 bits
+    # per symbol. Sized for the common case at once (zeroed pages cost nothing until written):
+    # growing copies everything written so far.
+    self.out_bits = np.zeros(
+        1024 + 2 * window_bits * n
+        + min(window_bits, 2 * (precision_bits + 1)) * len(self.symbols), np.uint8)
     self.out_pos = 0
     self.win_row = np.zeros(max(64, len(self.symbols) // 2), np.int64)
     self.win_nsym = np.zeros_like(self.win_row)
@@ -174,6 +178,10 @@ class WindowEncoderBatch:
   def row_windows(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per row: (window bits, b per window concatenated; symbols per window; back-offs)."""
     rows = self.win_row[:self.win_count]
+    if np.all(rows[1:] >= rows[:-1]):  # rows ran one after another (run_static): slices
+      bounds = np.searchsorted(rows, np.arange(len(self.status) + 1))
+      return [(self.out_bits[lo * self.b:hi * self.b].copy(), self.win_nsym[lo:hi].copy(),
+               self.win_back[lo:hi].copy()) for lo, hi in zip(bounds[:-1], bounds[1:])]
     order = np.argsort(rows, kind="stable")
     bounds = np.searchsorted(rows[order], np.arange(len(self.status) + 1))
     codes = self.out_bits[:self.win_count * self.b].reshape(self.win_count, self.b)
@@ -301,8 +309,9 @@ def decode_window_bits(bits: np.ndarray, count: int, model: cdf_models.CdfModel,
     counts = dec.state[:, 5]
     if np.any(counts == 0):
       raise eiw.DecodeError("no prefix on the code's path has this padded code (paper rule)")
-  # Row-major order of the mask concatenates the windows' symbols in window order.
-  return dec.out[np.arange(dec.out.shape[1])[None, :] < counts[:, None]]
+  flat = np.empty(int(counts.sum()), sym.SYMBOL_DTYPE)
+  cc.gather_prefixes(dec.out, np.ascontiguousarray(counts), flat)  # the windows in order
+  return flat
 
 
 class ACEncoderBatch:
