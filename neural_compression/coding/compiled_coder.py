@@ -359,15 +359,16 @@ def decoder_init(dst, code_bits, code_off, code_len, rows, p):
 
 @_inline
 def _symbol_below(cdf, r, d):
-  """Largest i with r * cdf[i] <= d, i.e. cdf[i] <= d // r, for cdf[0] = 0 <= d (numpy
-  searchsorted(cdf, d // r, side='right') - 1), by multiplications: no division. The search
-  halves a fixed-length range each step and the comparison only moves `base`, which the
-  compiler turns into a conditional move: no branch to mispredict on the data."""
+  """Largest i with cdf[i] <= d // r, for cdf[0] = 0 <= d (numpy searchsorted(cdf, d // r,
+  side='right') - 1). The search halves a fixed-length range each step and the comparison only
+  moves `base`, which the compiler turns into a conditional move: no branch to mispredict on
+  the data, and one division before the chain of loads instead of a multiplication in it."""
   base = 0
   n = cdf.shape[0]
+  q = d // r
   while n > 1:
     half = n >> 1
-    if r * cdf[base + half] <= d:
+    if cdf[base + half] <= q:
       base += half
     n -= half
   return base
@@ -481,13 +482,22 @@ def ac_init(st, rows, p):
 
 
 @_inline
-def _ac_push(row, cdf, x, st, hi, trace, p):
-  low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
+def _ac_step(low, width, scale, hi_len, k, cdf, x, hi, trace, row, p):
+  """Narrows the row's interval I_k by symbol x and records I_{k+1} in its trace. Takes and
+  returns the state (low, width, scale, hi_len, k) as scalars, so that a caller coding many
+  symbols of one row keeps it in registers."""
   low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len, cdf[x], cdf[x + 1], p)
-  st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k + 1
   trace[row, k + 1, 0] = low
   trace[row, k + 1, 1] = width
   trace[row, k + 1, 2] = scale
+  return low, width, scale, hi_len, k + 1
+
+
+@_inline
+def _ac_push(row, cdf, x, st, hi, trace, p):
+  low, width, scale, hi_len, k = _ac_step(st[row, 0], st[row, 1], st[row, 2], st[row, 3],
+                                          st[row, 4], cdf, x, hi, trace, row, p)
+  st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k
 
 
 @_jit
@@ -503,8 +513,11 @@ def ac_feed(rows, cdfs, symbols, sym_off, st, hi, trace, p):
 def ac_run_static(cdf, symbols, sym_off, st, hi, trace, p):
   """Narrows every row by all its symbols under one fixed CDF (StaticAC)."""
   for row in range(sym_off.shape[0] - 1):
+    low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
     for j in range(sym_off[row], sym_off[row + 1]):
-      _ac_push(row, cdf, symbols[j], st, hi, trace, p)
+      low, width, scale, hi_len, k = _ac_step(low, width, scale, hi_len, k, cdf, symbols[j], hi,
+                                              trace, row, p)
+    st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k
 
 
 @_jit
@@ -526,10 +539,14 @@ def ac_finish(row, st, hi, trace, code_out, needed, p):
   xs_end = 0
   for k in range(1, count + 1):
     lo_k, width_k, scale_k = trace[row, k, 0], trace[row, k, 1], trace[row, k, 2]
-    while xs_end < scale_k:  # scale_k never decreases: shift in the new code bits only
-      xs = ((xs << 1) | (code_out[xs_end] if xs_end < n else 0)) & mask
-      xs_end += 1
-    dist = (xs - lo_k) & ((np.int64(1) << w_bits) - 1)  # floor(x * 2**scale_k) - lo_k
+    # scale_k never decreases: shift in the new code bits only (zeros past the code's end).
+    for j in range(xs_end, min(scale_k, n)):
+      xs = (xs << 1) | code_out[j]
+    xs = (xs << (scale_k - max(xs_end, min(scale_k, n)))) & mask
+    xs_end = scale_k
+    dist = (xs - lo_k) & mask  # floor(x * 2**scale_k) - lo_k
+    # A block of 2**g units with g = scale_k - m >= W exceeds the width: start past those.
+    m = max(m, scale_k - w_bits + 1)
     while True:
       if m >= scale_k:
         break
