@@ -81,7 +81,7 @@ class WindowEncoderBatch:
     longest = max((len(x) for x in batch), default=0)
     # A window holds at most min(example length, max_symbols_per_window) symbols.
     cap = min(longest, eiw.max_symbols_per_window(window_bits, precision_bits)) + 2
-    self.state = np.zeros((n, 6), np.int64)
+    self.state = np.zeros((n, 7), np.int64)
     self.hi = np.zeros((n, window_bits + 64), np.uint8)
     self.step_counts = np.zeros((n, cap, 2), np.int64)
     self.excluded = np.zeros((n, cap), np.bool_)
@@ -324,7 +324,7 @@ class ACEncoderBatch:
     self.symbols, self.offsets = _concat(batch)
     n = len(batch)
     longest = int(self.lengths.max()) if n else 0
-    self.state = np.zeros((n, 6), np.int64)
+    self.state = np.zeros((n, 7), np.int64)
     self.hi = np.zeros((n, (precision_bits + 1) * longest + 64), np.uint8)
     self.trace = np.zeros((n, longest + 1, 3), np.int64)  # (low, width, scale) of every I_k
     cc.ac_init(self.state, np.arange(n, dtype=np.int64), precision_bits)

@@ -4,14 +4,19 @@ The reference (`arithmetic_coder`, `equal_info_windows`) keeps `lo` as an unboun
 which costs O(code length) per symbol. Here every interval [lo, lo + width) / 2**scale is held as
 
   * `low`: the lowest W = R + 1 bits of lo (R = P + RENORM_HEADROOM_BITS), an int64;
-  * `hi`:  the bits of lo at positions W .. scale - 1, most significant first, one uint8 per bit,
-           in a per-row buffer that grows by the renormalization shift (O(1) amortized per bit);
+  * `pending`: the next bits of lo above `low`, fewer than PENDING_FLUSH_BITS = 32 of them, as
+           one int64 (how many: scale - W - hi_len, when scale >= W);
+  * `hi`:  the bits of lo above those, from position scale - 1 down, most significant first, one
+           uint8 per bit, in a per-row buffer of hi_len bits that `pending` feeds 32 bits at a
+           time (so a window code of b bits, 16 say, rarely touches it);
   * `width` (R + 1 bits after renormalization) and `scale`, as in the reference.
 
-Narrowing adds r * c[s] < 2**(R+1) to `low`; a carry out of bit W - 1 flips the trailing ones of
-`hi` (amortized O(1): every one it clears was shifted in once). Every test the reference makes on
-its big integers depends only on lo modulo 2**e for some e <= R + 1 (the fit of a b-bit block,
-the straddling codes, the decoder's offset), so it reads `low`; only writing a code reads `hi`.
+Narrowing adds r * c[s] < 2**(R+1) to `low` and shifts the bits leaving it into `pending`; a
+carry out of bit W - 1 increments `pending`, and only when that overflows flips the trailing ones
+of `hi` (amortized O(1): every one it clears was shifted in once). Every test the reference makes
+on its big integers depends only on lo modulo 2**e for some e <= R + 1 (the fit of a b-bit block,
+the straddling codes, the decoder's offset), so it reads `low`; only writing a code reads `hi`
+and `pending`. Row state columns: low, width, scale, hi_len, k, pos (windows), pending.
 
 Equal-info windows need the codes T(I_j) of every prefix j of the open window for the
 "d != T(I_j), j < k" rule. They never have to be stored: I_k lies inside I_j, so T(I_j) <= T(I_k),
@@ -35,6 +40,7 @@ from numba.cpython.unsafe.numbers import leading_zeros
 import numpy as np
 
 RENORM_HEADROOM_BITS = 16  # must equal arithmetic_coder.RENORM_HEADROOM_BITS (a test checks)
+PENDING_FLUSH_BITS = 32  # bits of lo above `low` moved from `pending` to `hi` at a time
 
 RULE_UNAMBIGUOUS = 0
 RULE_PAPER = 1
@@ -61,6 +67,12 @@ _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 # Interval arithmetic on (low, width, scale, hi) --------------------------------------------------
 
 @_inline
+def _pending_bits(scale, hi_len, w_bits):
+  """How many of lo's bits above `low` (positions W .. scale - 1) wait in `pending` (bits)."""
+  return max(0, scale - w_bits) - hi_len
+
+
+@_inline
 def _carry_into_hi(hi, row, hi_len):
   j = hi_len - 1
   while hi[row, j] == 1:
@@ -77,32 +89,43 @@ def _renorm_shift(w, w_bits):
 
 
 @_inline
-def _renormalize(t, w, shift, scale, hi, row, hi_len, w_bits):
+def _renormalize(t, w, shift, scale, hi, row, hi_len, pending, w_bits):
   """Commits the child [t, t + w) (t < 2**(W + 1): a carry is still in t) shifted left by
-  `shift` bits: returns (low, width, scale, hi_len).
+  `shift` bits: returns (low, width, scale, hi_len, pending).
 
-  The bits leaving `low` at the top go to `hi` (most significant first), but only those at
+  The bits leaving `low` at the top join `pending` (below hi's stored bits), but only those at
   positions >= W of lo: while scale < W the interval is [0, 1) at scale, lo < 2**scale, so the
-  bits shifted out first (max(0, W - scale) of them) are zeros that are not stored.
+  bits shifted out first (max(0, W - scale) of them) are zeros that are not kept. Once 32 bits
+  wait, the oldest 32 go to `hi` in one fixed-length loop.
   """
-  if t >> w_bits:  # t >= 2**W: the carry goes into hi
+  waiting = _pending_bits(scale, hi_len, w_bits)
+  if t >> w_bits:  # t >= 2**W: the carry goes into pending, and on into hi if it overflows
     t -= np.int64(1) << w_bits
-    _carry_into_hi(hi, row, hi_len)
-  for j in range(max(0, w_bits - scale), shift):
-    hi[row, hi_len] = (t >> (w_bits - 1 - j)) & 1
-    hi_len += 1
+    pending += 1
+    if pending >> waiting:
+      pending = 0
+      _carry_into_hi(hi, row, hi_len)
+  kept = min(shift, max(0, scale + shift - w_bits))  # bits shifted out at positions >= W
+  pending = (pending << kept) | ((t >> (w_bits - shift)) & ((np.int64(1) << kept) - 1))
+  waiting += kept
+  if waiting >= PENDING_FLUSH_BITS:  # waiting < 32 + W <= 63 bits: one flush suffices
+    waiting -= PENDING_FLUSH_BITS
+    for j in range(PENDING_FLUSH_BITS):
+      hi[row, hi_len + j] = (pending >> (waiting + PENDING_FLUSH_BITS - 1 - j)) & 1
+    hi_len += PENDING_FLUSH_BITS
+    pending &= (np.int64(1) << waiting) - 1
   mask = (np.int64(1) << w_bits) - 1
-  return (t << shift) & mask, w << shift, scale + shift, hi_len
+  return (t << shift) & mask, w << shift, scale + shift, hi_len, pending
 
 
 @_inline
-def _narrow(low, width, scale, hi, row, hi_len, c_lo, c_hi, p):
-  """Child interval of counts [c_lo, c_hi): returns (low, width, scale, hi_len)."""
+def _narrow(low, width, scale, hi, row, hi_len, pending, c_lo, c_hi, p):
+  """Child interval of counts [c_lo, c_hi): returns (low, width, scale, hi_len, pending)."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
   r = width >> p
   w = r * (c_hi - c_lo)
   return _renormalize(low + r * c_lo, w, _renorm_shift(w, w_bits), scale, hi, row, hi_len,
-                      w_bits)
+                      pending, w_bits)
 
 
 @_inline
@@ -119,17 +142,21 @@ def _block_fits(low, width, scale, num_bits, w_bits):
 
 
 @_inline
-def _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, count, add):
+def _write_top_bits(out, offset, low, hi, row, hi_len, pending, scale, w_bits, count, add):
   """Writes bits scale-1 .. scale-count of lo (MSB first) to out[offset:], then adds `add`."""
-  # Bit scale-1-j of lo is hi[first_hi + j] while its position is >= W (hi_len = scale - W
-  # bits are stored once scale >= W, so first_hi is 0), else a bit of `low`, else 0.
-  from_hi = min(count, max(0, scale - w_bits))
-  first_hi = hi_len - max(0, scale - w_bits)
+  # Bit scale-1-j of lo is hi[j] for j < hi_len, then a bit of `pending`, down to position W;
+  # then a bit of `low`, and 0 below position 0.
+  waiting = _pending_bits(scale, hi_len, w_bits)
+  from_hi = min(count, hi_len)
+  from_pending = min(count, hi_len + waiting)
+  from_low = min(count, scale)
   for j in range(from_hi):
-    out[offset + j] = hi[row, first_hi + j]
-  for j in range(from_hi, min(count, scale)):
+    out[offset + j] = hi[row, j]
+  for j in range(from_hi, from_pending):
+    out[offset + j] = (pending >> (hi_len + waiting - 1 - j)) & 1
+  for j in range(from_pending, from_low):
     out[offset + j] = (low >> (scale - 1 - j)) & 1
-  for j in range(max(from_hi, min(count, scale)), count):
+  for j in range(max(from_pending, from_low), count):
     out[offset + j] = 0
   j = offset + count - 1
   carry = add
@@ -141,20 +168,22 @@ def _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, count, add
 
 
 @_inline
-def _write_lowest_block(out, offset, low, hi, row, hi_len, scale, w_bits, num_bits, add_rel):
+def _write_lowest_block(out, offset, low, hi, row, hi_len, pending, scale, w_bits, num_bits,
+                        add_rel):
   """Writes the num_bits-bit code T of the lowest block (add_rel < 0), or (lo >> e) + add_rel.
 
   The block must fit (the callers check). Reference: arithmetic_coder.lowest_block.
   """
   if scale <= num_bits:  # lo << (num_bits - scale)
-    _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, scale, 0)
+    _write_top_bits(out, offset, low, hi, row, hi_len, pending, scale, w_bits, scale, 0)
     for j in range(scale, num_bits):
       out[offset + j] = 0
     return
   e = scale - num_bits
   if add_rel < 0:
     add_rel = 1 if (low & ((np.int64(1) << e) - 1)) > 0 else 0
-  _write_top_bits(out, offset, low, hi, row, hi_len, scale, w_bits, num_bits, add_rel)
+  _write_top_bits(out, offset, low, hi, row, hi_len, pending, scale, w_bits, num_bits,
+                  add_rel)
 
 
 # The equal-info window encoder -------------------------------------------------------------------
@@ -211,6 +240,7 @@ def _encoder_reset(st, row, p):
   st[row, 2] = p + RENORM_HEADROOM_BITS  # scale
   st[row, 3] = 0  # hi_len
   st[row, 4] = 0  # k: symbols in the open window
+  st[row, 6] = 0  # pending
 
 
 @_jit
@@ -229,6 +259,7 @@ def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, ex
   w_bits = p + RENORM_HEADROOM_BITS + 1
   low, width, scale, hi_len, k, pos = st[row, 0], st[row, 1], st[row, 2], st[row, 3], \
       st[row, 4], st[row, 5]
+  pending = st[row, 6]
   if k >= 1 and excluded[row, k]:
     strad[row, k] = _straddle_above_lowest(low, width, scale, cdf, b, p)
   nxt = sym_start + pos + k
@@ -246,9 +277,11 @@ def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, ex
       strad[row, k + 1] = -1
       step_counts[row, k, 0] = c_lo
       step_counts[row, k, 1] = c_hi
-      low, width, scale, hi_len = _renormalize(t, w, shift, scale, hi, row, hi_len, w_bits)
+      low, width, scale, hi_len, pending = _renormalize(t, w, shift, scale, hi, row, hi_len,
+                                                        pending, w_bits)
       st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, \
           k + 1
+      st[row, 6] = pending
       return out_pos, win_count, RUNNING
   if k == 0:
     return out_pos, win_count, ERR_FIRST_SYMBOL_DOES_NOT_FIT
@@ -268,15 +301,19 @@ def _encoder_feed(row, cdf, symbols, sym_start, sym_end, st, hi, step_counts, ex
       return out_pos, win_count, ERR_FIRST_SYMBOL_DOES_NOT_FIT
     if chosen < greedy:  # back off: rebuild I_chosen from I_0
       _encoder_reset(st, row, p)
-      low, width, scale, hi_len = st[row, 0], st[row, 1], st[row, 2], st[row, 3]
+      low, width, scale, hi_len, pending = st[row, 0], st[row, 1], st[row, 2], st[row, 3], \
+          st[row, 6]
       for j in range(chosen):
-        low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len,
-                                            step_counts[row, j, 0], step_counts[row, j, 1], p)
-    _write_lowest_block(out_bits, out_pos, low, hi, row, hi_len, scale, w_bits, b, rel)
+        low, width, scale, hi_len, pending = _narrow(
+            low, width, scale, hi, row, hi_len, pending, step_counts[row, j, 0],
+            step_counts[row, j, 1], p)
+    _write_lowest_block(out_bits, out_pos, low, hi, row, hi_len, pending, scale, w_bits, b,
+                        rel)
   else:  # paper: the minimal code, padded with zeros
     n0 = scale - (w_bits - 1)
     n = n0 if _block_fits(low, width, scale, n0, w_bits) else n0 + 1
-    _write_lowest_block(out_bits, out_pos, low, hi, row, hi_len, scale, w_bits, n, -1)
+    _write_lowest_block(out_bits, out_pos, low, hi, row, hi_len, pending, scale, w_bits, n,
+                        -1)
     for j in range(n, b):
       out_bits[out_pos + j] = 0
   win_row[win_count] = row
@@ -482,22 +519,25 @@ def ac_init(st, rows, p):
 
 
 @_inline
-def _ac_step(low, width, scale, hi_len, k, cdf, x, hi, trace, row, p):
+def _ac_step(low, width, scale, hi_len, pending, k, cdf, x, hi, trace, row, p):
   """Narrows the row's interval I_k by symbol x and records I_{k+1} in its trace. Takes and
-  returns the state (low, width, scale, hi_len, k) as scalars, so that a caller coding many
-  symbols of one row keeps it in registers."""
-  low, width, scale, hi_len = _narrow(low, width, scale, hi, row, hi_len, cdf[x], cdf[x + 1], p)
+  returns the state (low, width, scale, hi_len, pending, k) as scalars, so that a caller coding
+  many symbols of one row keeps it in registers."""
+  low, width, scale, hi_len, pending = _narrow(low, width, scale, hi, row, hi_len, pending,
+                                               cdf[x], cdf[x + 1], p)
   trace[row, k + 1, 0] = low
   trace[row, k + 1, 1] = width
   trace[row, k + 1, 2] = scale
-  return low, width, scale, hi_len, k + 1
+  return low, width, scale, hi_len, pending, k + 1
 
 
 @_inline
 def _ac_push(row, cdf, x, st, hi, trace, p):
-  low, width, scale, hi_len, k = _ac_step(st[row, 0], st[row, 1], st[row, 2], st[row, 3],
-                                          st[row, 4], cdf, x, hi, trace, row, p)
+  low, width, scale, hi_len, pending, k = _ac_step(
+      st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 6], st[row, 4], cdf, x, hi, trace,
+      row, p)
   st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k
+  st[row, 6] = pending
 
 
 @_jit
@@ -514,10 +554,12 @@ def ac_run_static(cdf, symbols, sym_off, st, hi, trace, p):
   """Narrows every row by all its symbols under one fixed CDF (StaticAC)."""
   for row in range(sym_off.shape[0] - 1):
     low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
+    pending = st[row, 6]
     for j in range(sym_off[row], sym_off[row + 1]):
-      low, width, scale, hi_len, k = _ac_step(low, width, scale, hi_len, k, cdf, symbols[j], hi,
-                                              trace, row, p)
+      low, width, scale, hi_len, pending, k = _ac_step(low, width, scale, hi_len, pending, k, cdf,
+                                                       symbols[j], hi, trace, row, p)
     st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k
+    st[row, 6] = pending
 
 
 @_jit
@@ -526,12 +568,13 @@ def ac_finish(row, st, hi, trace, code_out, needed, p):
   bits) and needed[k], the fewest leading code bits whose block lies in I_k, for k = 0..len."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
   low, width, scale, hi_len, count = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
+  pending = st[row, 6]
   if count == 0:
     needed[0] = 0
     return 0
   n0 = scale - (w_bits - 1)
   n = n0 if _block_fits(low, width, scale, n0, w_bits) else n0 + 1
-  _write_lowest_block(code_out, 0, low, hi, row, hi_len, scale, w_bits, n, -1)
+  _write_lowest_block(code_out, 0, low, hi, row, hi_len, pending, scale, w_bits, n, -1)
   needed[0] = 0
   m = 0
   mask = (np.int64(1) << w_bits) - 1
