@@ -323,26 +323,50 @@ class ACEncoderBatch:
     self.lengths = np.array([len(x) for x in batch], np.int64)
     self.symbols, self.offsets = _concat(batch)
     n = len(batch)
-    longest = int(self.lengths.max()) if n else 0
     self.state = np.zeros((n, 7), np.int64)
-    self.hi = np.zeros((n, (precision_bits + 1) * longest + 64), np.uint8)
-    self.trace = np.zeros((n, longest + 1, 3), np.int64)  # (low, width, scale) of every I_k
+    self._hi = self._trace = None  # every row's, allocated by the stepwise path only
+    self._finished = None  # run_static's (codes, code_off, code_len, needed)
     cc.ac_init(self.state, np.arange(n, dtype=np.int64), precision_bits)
 
+  def _bit_rows(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    # A row's code and hi bits are at most (P + 1) bits per symbol (a symbol's renormalization
+    # shift is at most P) above the initial scale; the trace holds (low, width, scale) of I_k.
+    longest = int(self.lengths.max()) if len(self.lengths) else 0
+    return (np.zeros((rows, (self.p + 1) * longest + 64), np.uint8),
+            np.zeros((rows, longest + 1, 3), np.int64))
+
   def run_static(self, cdf: np.ndarray) -> None:
+    """Encodes and finishes every row under one fixed CDF in one compiled call."""
+    hi, trace = self._bit_rows(1)  # shared by the rows, one after another
+    code_off = np.zeros(len(self.lengths) + 1, np.int64)
+    code_off[1:] = np.cumsum((self.p + 1) * self.lengths + 64)
+    codes = np.zeros(int(code_off[-1]), np.uint8)
+    code_len = np.zeros(len(self.lengths), np.int64)
+    needed = np.zeros(len(self.symbols) + len(self.lengths), np.int64)
     cc.ac_run_static(np.ascontiguousarray(cdf, dtype=np.int64), self.symbols, self.offsets,
-                     self.state, self.hi, self.trace, self.p)
+                     self.state, hi, trace, codes, code_off, code_len, needed, self.p)
+    self._finished = codes, code_off, code_len, needed
 
   def feed(self, position: int, cdfs: np.ndarray) -> None:
     """Narrows every row longer than `position` by its symbol there; cdfs[i] is row i's CDF."""
+    if self._hi is None:
+      self._hi, self._trace = self._bit_rows(len(self.lengths))
     rows = np.flatnonzero(self.lengths > position).astype(np.int64)
     if len(rows):
       cc.ac_feed(rows, np.ascontiguousarray(cdfs[rows], dtype=np.int64), self.symbols,
-                 self.offsets, self.state, self.hi, self.trace, self.p)
+                 self.offsets, self.state, self._hi, self._trace, self.p)
 
   def finish(self, row: int) -> tuple[np.ndarray, np.ndarray]:
     """(the minimal code's bits, needed[k] for k = 0..len): see compiled_coder.ac_finish."""
+    count = int(self.lengths[row])
+    if self._finished is not None:
+      codes, code_off, code_len, needed = self._finished
+      first = int(self.offsets[row]) + row
+      return (codes[code_off[row]:code_off[row] + code_len[row]].copy(),
+              needed[first:first + count + 1].copy())
+    if self._hi is None:  # no symbol fed (empty rows)
+      self._hi, self._trace = self._bit_rows(len(self.lengths))
     code = np.zeros(int(self.state[row, 2]) + 2, np.uint8)
-    needed = np.zeros(int(self.lengths[row]) + 1, np.int64)
-    n = cc.ac_finish(row, self.state, self.hi, self.trace, code, needed, self.p)
+    needed = np.zeros(count + 1, np.int64)
+    n = cc.ac_finish(row, self.state, self._hi, self._trace, code, needed, self.p)
     return code[:n], needed

@@ -550,22 +550,36 @@ def ac_feed(rows, cdfs, symbols, sym_off, st, hi, trace, p):
 
 
 @_jit
-def ac_run_static(cdf, symbols, sym_off, st, hi, trace, p):
-  """Narrows every row by all its symbols under one fixed CDF (StaticAC)."""
+def ac_run_static(cdf, symbols, sym_off, st, hi, trace, codes, code_off, code_len, needed, p):
+  """Encodes and finishes every row under one fixed CDF (StaticAC), one row after another.
+
+  Every row uses row 0 of `hi` and `trace` (sized for the longest row), so they stay in cache
+  between a row's narrowing and its finish. Row r's code goes to codes[code_off[r]:] (code_len[r]
+  bits) and its needed[k] (see ac_finish), k = 0..len, to needed[sym_off[r] + r:].
+  """
   for row in range(sym_off.shape[0] - 1):
     low, width, scale, hi_len, k = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
     pending = st[row, 6]
     for j in range(sym_off[row], sym_off[row + 1]):
       low, width, scale, hi_len, pending, k = _ac_step(low, width, scale, hi_len, pending, k, cdf,
-                                                       symbols[j], hi, trace, row, p)
+                                                       symbols[j], hi, trace, 0, p)
     st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4] = low, width, scale, hi_len, k
     st[row, 6] = pending
+    first_needed = sym_off[row] + row
+    code_len[row] = _ac_finish(row, 0, st, hi, trace, codes[code_off[row]:code_off[row + 1]],
+                               needed[first_needed:first_needed + k + 1], p)
 
 
 @_jit
 def ac_finish(row, st, hi, trace, code_out, needed, p):
   """Writes the minimal code of the row's final interval to code_out (returns its length n in
   bits) and needed[k], the fewest leading code bits whose block lies in I_k, for k = 0..len."""
+  return _ac_finish(row, row, st, hi, trace, code_out, needed, p)
+
+
+@_inline
+def _ac_finish(row, buf_row, st, hi, trace, code_out, needed, p):
+  """ac_finish of row `row` whose hi bits and trace are row `buf_row` of hi and trace."""
   w_bits = p + RENORM_HEADROOM_BITS + 1
   low, width, scale, hi_len, count = st[row, 0], st[row, 1], st[row, 2], st[row, 3], st[row, 4]
   pending = st[row, 6]
@@ -574,31 +588,29 @@ def ac_finish(row, st, hi, trace, code_out, needed, p):
     return 0
   n0 = scale - (w_bits - 1)
   n = n0 if _block_fits(low, width, scale, n0, w_bits) else n0 + 1
-  _write_lowest_block(code_out, 0, low, hi, row, hi_len, pending, scale, w_bits, n, -1)
+  _write_lowest_block(code_out, 0, low, hi, buf_row, hi_len, pending, scale, w_bits, n, -1)
   needed[0] = 0
   m = 0
   mask = (np.int64(1) << w_bits) - 1
   xs = np.int64(0)  # floor(x * 2**xs_end) mod 2**W, x = code / 2**n
   xs_end = 0
   for k in range(1, count + 1):
-    lo_k, width_k, scale_k = trace[row, k, 0], trace[row, k, 1], trace[row, k, 2]
+    lo_k, width_k, scale_k = trace[buf_row, k, 0], trace[buf_row, k, 1], trace[buf_row, k, 2]
     # scale_k never decreases: shift in the new code bits only (zeros past the code's end).
     for j in range(xs_end, min(scale_k, n)):
       xs = (xs << 1) | code_out[j]
     xs = (xs << (scale_k - max(xs_end, min(scale_k, n)))) & mask
     xs_end = scale_k
     dist = (xs - lo_k) & mask  # floor(x * 2**scale_k) - lo_k
-    # A block of 2**g units with g = scale_k - m >= W exceeds the width: start past those.
-    m = max(m, scale_k - w_bits + 1)
-    while True:
-      if m >= scale_k:
-        break
-      g = scale_k - m
-      if g < w_bits:
-        u = np.int64(1) << g
-        xm = xs & (u - 1)
-        if xm <= dist and u - xm <= width_k - dist:
-          break
-      m += 1
+    # The aligned block of 2**g units around X = floor(x * 2**scale_k) lies in [L, H) = I_k iff
+    # X >> g > (L - 1) >> g and X >> g < H >> g, i.e. iff g is at most the highest bit where X
+    # differs from L - 1 and from H. Only alignment matters, so X, L and H are taken modulo
+    # 2**W, all shifted alike: L = lo_k, X = L + dist, H = L + width_k. Blocks of g >= W units
+    # exceed the width, and every m before needed[k - 1] is too short already.
+    x_rel = lo_k + dist
+    g_max = 63 - leading_zeros(x_rel ^ (lo_k + width_k))
+    if lo_k > 0:  # else L = 0 modulo 2**W: every block of g < W units starts at or above it
+      g_max = min(g_max, 63 - leading_zeros(x_rel ^ (lo_k - 1)))
+    m = max(m, scale_k - min(g_max, w_bits - 1))
     needed[k] = m
   return n
