@@ -156,7 +156,8 @@ def _ones_piling_model_and_symbols():
 
 @pytest.mark.parametrize("b", [31, 32, 33, 34, 47, 48, 62, 63, 64, 65, 96, 97, 4096])
 def test_carries_through_pending_bits_in_windows_match_the_reference(b):
-  # Window widths around multiples of the flush size: codes read hi, pending and low.
+  # Window widths around multiples of the flush size and around 62 bits: codes are read from
+  # hi, pending and low, or (lo < 2**62, nothing in hi) from one int64.
   cdf, x = _ones_piling_model_and_symbols()
   model = cdf_models.FixedCdfModel(cdf, P)
   for rule in eiw.ClosingRule:

@@ -146,6 +146,13 @@ def _write_top_bits(out, offset, low, hi, row, hi_len, pending, scale, w_bits, c
   """Writes bits scale-1 .. scale-count of lo (MSB first) to out[offset:], then adds `add`."""
   # Bit scale-1-j of lo is hi[j] for j < hi_len, then a bit of `pending`, down to position W;
   # then a bit of `low`, and 0 below position 0.
+  if hi_len == 0 and count <= 62 and scale <= 62:  # lo < 2**62 is one int64: no bit loops
+    lo = (pending << w_bits) | low if scale > w_bits else low
+    top = lo >> (scale - count) if scale >= count else lo << (count - scale)
+    top += add  # the callers' blocks fit: the sum still has `count` bits
+    for j in range(count):
+      out[offset + j] = (top >> (count - 1 - j)) & 1
+    return
   waiting = _pending_bits(scale, hi_len, w_bits)
   from_hi = min(count, hi_len)
   from_pending = min(count, hi_len + waiting)
