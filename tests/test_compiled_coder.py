@@ -130,6 +130,59 @@ def test_backoff_and_long_windows_match_the_reference(b):
   assert b > 16 or sum(w.backed_off > 0 for w in states[0].windows) > 0, "no back-off exercised"
 
 
+def _carries_into_hi(intervals, w_bits):
+  """Narrows whose carry ran through every `pending` bit into `hi` (compiled_coder's layout:
+  hi holds the multiple of 32 bits above W that pending's flushes left, pending the rest)."""
+  count = 0
+  for parent, child in zip(intervals, intervals[1:]):
+    if parent.scale >= w_bits:
+      above_pending = w_bits + (parent.scale - w_bits) % cc.PENDING_FLUSH_BITS
+      before_shift = child.lo >> (child.scale - parent.scale)
+      count += (before_shift >> above_pending) != (parent.lo >> above_pending)
+  return count
+
+
+def _ones_piling_model_and_symbols():
+  """A near-certain highest symbol, mostly coded: it piles ones into lo's low bits, so that
+  carries run through all of `pending` (fewer than 32 bits above `low`) into `hi`."""
+  freqs = np.ones(sym.NUM_SYMBOLS, np.int64)
+  freqs[-1] += (1 << P) - sym.NUM_SYMBOLS
+  cdf = np.concatenate([[0], np.cumsum(freqs)])
+  rng = np.random.default_rng(0)
+  x = np.where(rng.random(3000) < 0.97, sym.NUM_SYMBOLS - 1,
+               rng.integers(0, 256, 3000)).astype(sym.SYMBOL_DTYPE)
+  return cdf, x
+
+
+@pytest.mark.parametrize("b", [31, 32, 33, 34, 47, 48, 62, 63, 64, 65, 96, 97, 4096])
+def test_carries_through_pending_bits_in_windows_match_the_reference(b):
+  # Window widths around multiples of the flush size and around 62 bits: codes are read from
+  # hi, pending and low, or (lo < 2**62, nothing in hi) from one int64.
+  cdf, x = _ones_piling_model_and_symbols()
+  model = cdf_models.FixedCdfModel(cdf, P)
+  for rule in eiw.ClosingRule:
+    compiled = acc.EqualInfoACCompressor(model, b, 16, rule)
+    reference = acc.EqualInfoACCompressor(model, b, 16, rule, coder="reference")
+    got, want = compiled.encode(x), reference.encode(x)
+    same_encoded(got, want)
+    assert decode_outcome(compiled.decode, got.tokens) == decode_outcome(reference.decode,
+                                                                         want.tokens)
+
+
+def test_carries_through_pending_bits_in_static_ac_match_the_reference():
+  cdf, x = _ones_piling_model_and_symbols()
+  model = cdf_models.FixedCdfModel(cdf, P)
+  compiled = acc.ArithmeticCodingCompressor(model, 16)
+  reference = acc.ArithmeticCodingCompressor(model, 16, coder="reference")
+  got = compiled.encode(x)
+  same_encoded(got, reference.encode(x))
+  np.testing.assert_array_equal(compiled.decode(got.tokens), x)
+  intervals = [ac.initial_interval(P)]
+  for s in x:
+    intervals.append(ac.narrow(intervals[-1], cdf, int(s), P))
+  assert _carries_into_hi(intervals, P + cc.RENORM_HEADROOM_BITS + 1) > 0, "no carry into hi"
+
+
 def test_unknown_coder_is_refused():
   with pytest.raises(ValueError, match="coder"):
     acc.EqualInfoACCompressor(cdf_models.FixedCdfModel(None, P), 16, 16, coder="fast")

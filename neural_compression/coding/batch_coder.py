@@ -81,14 +81,18 @@ class WindowEncoderBatch:
     longest = max((len(x) for x in batch), default=0)
     # A window holds at most min(example length, max_symbols_per_window) symbols.
     cap = min(longest, eiw.max_symbols_per_window(window_bits, precision_bits)) + 2
-    self.state = np.zeros((n, 6), np.int64)
+    self.state = np.zeros((n, 7), np.int64)
     self.hi = np.zeros((n, window_bits + 64), np.uint8)
     self.step_counts = np.zeros((n, cap, 2), np.int64)
     self.excluded = np.zeros((n, cap), np.bool_)
     self.strad = np.full((n, cap), -1, np.int64)
     self.status = np.where(np.diff(self.offsets) > 0, cc.RUNNING, cc.DONE).astype(np.int64)
-    # Every window writes b bits; the text needs about (P + 1) bits per symbol at most.
-    self.out_bits = np.zeros(max(1024, 2 * window_bits * n + len(self.symbols) * 4), np.uint8)
+    # Every window writes b bits and holds >= 1 symbol; the text needs at most about P + 1 bits
+    # per symbol. Sized for the common case at once (zeroed pages cost nothing until written):
+    # growing copies everything written so far.
+    self.out_bits = np.zeros(
+        1024 + 2 * window_bits * n
+        + min(window_bits, 2 * (precision_bits + 1)) * len(self.symbols), np.uint8)
     self.out_pos = 0
     self.win_row = np.zeros(max(64, len(self.symbols) // 2), np.int64)
     self.win_nsym = np.zeros_like(self.win_row)
@@ -174,6 +178,10 @@ class WindowEncoderBatch:
   def row_windows(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per row: (window bits, b per window concatenated; symbols per window; back-offs)."""
     rows = self.win_row[:self.win_count]
+    if np.all(rows[1:] >= rows[:-1]):  # rows ran one after another (run_static): slices
+      bounds = np.searchsorted(rows, np.arange(len(self.status) + 1))
+      return [(self.out_bits[lo * self.b:hi * self.b].copy(), self.win_nsym[lo:hi].copy(),
+               self.win_back[lo:hi].copy()) for lo, hi in zip(bounds[:-1], bounds[1:])]
     order = np.argsort(rows, kind="stable")
     bounds = np.searchsorted(rows[order], np.arange(len(self.status) + 1))
     codes = self.out_bits[:self.win_count * self.b].reshape(self.win_count, self.b)
@@ -301,8 +309,9 @@ def decode_window_bits(bits: np.ndarray, count: int, model: cdf_models.CdfModel,
     counts = dec.state[:, 5]
     if np.any(counts == 0):
       raise eiw.DecodeError("no prefix on the code's path has this padded code (paper rule)")
-  # Row-major order of the mask concatenates the windows' symbols in window order.
-  return dec.out[np.arange(dec.out.shape[1])[None, :] < counts[:, None]]
+  flat = np.empty(int(counts.sum()), sym.SYMBOL_DTYPE)
+  cc.gather_prefixes(dec.out, np.ascontiguousarray(counts), flat)  # the windows in order
+  return flat
 
 
 class ACEncoderBatch:
@@ -314,26 +323,50 @@ class ACEncoderBatch:
     self.lengths = np.array([len(x) for x in batch], np.int64)
     self.symbols, self.offsets = _concat(batch)
     n = len(batch)
-    longest = int(self.lengths.max()) if n else 0
-    self.state = np.zeros((n, 6), np.int64)
-    self.hi = np.zeros((n, (precision_bits + 1) * longest + 64), np.uint8)
-    self.trace = np.zeros((n, longest + 1, 3), np.int64)  # (low, width, scale) of every I_k
+    self.state = np.zeros((n, 7), np.int64)
+    self._hi = self._trace = None  # every row's, allocated by the stepwise path only
+    self._finished = None  # run_static's (codes, code_off, code_len, needed)
     cc.ac_init(self.state, np.arange(n, dtype=np.int64), precision_bits)
 
+  def _bit_rows(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    # A row's code and hi bits are at most (P + 1) bits per symbol (a symbol's renormalization
+    # shift is at most P) above the initial scale; the trace holds (low, width, scale) of I_k.
+    longest = int(self.lengths.max()) if len(self.lengths) else 0
+    return (np.zeros((rows, (self.p + 1) * longest + 64), np.uint8),
+            np.zeros((rows, longest + 1, 3), np.int64))
+
   def run_static(self, cdf: np.ndarray) -> None:
+    """Encodes and finishes every row under one fixed CDF in one compiled call."""
+    hi, trace = self._bit_rows(1)  # shared by the rows, one after another
+    code_off = np.zeros(len(self.lengths) + 1, np.int64)
+    code_off[1:] = np.cumsum((self.p + 1) * self.lengths + 64)
+    codes = np.zeros(int(code_off[-1]), np.uint8)
+    code_len = np.zeros(len(self.lengths), np.int64)
+    needed = np.zeros(len(self.symbols) + len(self.lengths), np.int64)
     cc.ac_run_static(np.ascontiguousarray(cdf, dtype=np.int64), self.symbols, self.offsets,
-                     self.state, self.hi, self.trace, self.p)
+                     self.state, hi, trace, codes, code_off, code_len, needed, self.p)
+    self._finished = codes, code_off, code_len, needed
 
   def feed(self, position: int, cdfs: np.ndarray) -> None:
     """Narrows every row longer than `position` by its symbol there; cdfs[i] is row i's CDF."""
+    if self._hi is None:
+      self._hi, self._trace = self._bit_rows(len(self.lengths))
     rows = np.flatnonzero(self.lengths > position).astype(np.int64)
     if len(rows):
       cc.ac_feed(rows, np.ascontiguousarray(cdfs[rows], dtype=np.int64), self.symbols,
-                 self.offsets, self.state, self.hi, self.trace, self.p)
+                 self.offsets, self.state, self._hi, self._trace, self.p)
 
   def finish(self, row: int) -> tuple[np.ndarray, np.ndarray]:
     """(the minimal code's bits, needed[k] for k = 0..len): see compiled_coder.ac_finish."""
+    count = int(self.lengths[row])
+    if self._finished is not None:
+      codes, code_off, code_len, needed = self._finished
+      first = int(self.offsets[row]) + row
+      return (codes[code_off[row]:code_off[row] + code_len[row]].copy(),
+              needed[first:first + count + 1].copy())
+    if self._hi is None:  # no symbol fed (empty rows)
+      self._hi, self._trace = self._bit_rows(len(self.lengths))
     code = np.zeros(int(self.state[row, 2]) + 2, np.uint8)
-    needed = np.zeros(int(self.lengths[row]) + 1, np.int64)
-    n = cc.ac_finish(row, self.state, self.hi, self.trace, code, needed, self.p)
+    needed = np.zeros(count + 1, np.int64)
+    n = cc.ac_finish(row, self.state, self._hi, self._trace, code, needed, self.p)
     return code[:n], needed

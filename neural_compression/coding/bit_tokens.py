@@ -60,10 +60,18 @@ def bits_to_int(bits: np.ndarray) -> int:
 def bits_to_tokens(bits: np.ndarray, token_bits: int) -> np.ndarray:
   """Cuts bits into N-bit tokens, zero-padding the last one: ceil(len / N) tokens."""
   check_token_bits(token_bits)
-  pad = (-len(bits)) % token_bits
-  full = np.concatenate([np.asarray(bits, np.uint8), np.zeros(pad, np.uint8)])
-  weights = (1 << np.arange(token_bits - 1, -1, -1)).astype(np.int64)
-  return (full.reshape(-1, token_bits).astype(np.int64) @ weights).astype(TOKEN_DTYPE)
+  count = -(-len(bits) // token_bits)
+  if token_bits in (8, 16):  # whole bytes: packbits is the whole job
+    padded = np.zeros(count * token_bits, np.uint8)
+    padded[:len(bits)] = bits
+    packed = np.packbits(padded)
+    return (packed.view(">u2") if token_bits == 16 else packed).astype(TOKEN_DTYPE)
+  # Each token's bits go right-aligned into a 16-bit big-endian row that packbits reads as bytes.
+  rows = np.zeros((count, MAX_TOKEN_BITS), np.uint8)
+  padded = np.zeros(count * token_bits, np.uint8)
+  padded[:len(bits)] = bits
+  rows[:, MAX_TOKEN_BITS - token_bits:] = padded.reshape(count, token_bits)
+  return np.packbits(rows, axis=1).view(">u2").reshape(-1).astype(TOKEN_DTYPE)
 
 
 def tokens_to_bits(tokens: np.ndarray, token_bits: int) -> np.ndarray:
@@ -72,8 +80,11 @@ def tokens_to_bits(tokens: np.ndarray, token_bits: int) -> np.ndarray:
   tokens = np.asarray(tokens, np.int64)
   if tokens.size and (tokens.min() < 0 or tokens.max() >= (1 << token_bits)):
     raise ValueError(f"token ids must lie in [0, 2**{token_bits})")
-  shifts = np.arange(token_bits - 1, -1, -1)
-  return ((tokens[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
+  if token_bits == 8:
+    return np.unpackbits(tokens.astype(np.uint8))
+  # The bits of each token's 16-bit big-endian form, of which the last N are the token's.
+  bits = np.unpackbits(tokens.astype(">u2").view(np.uint8)).reshape(-1, MAX_TOKEN_BITS)
+  return np.ascontiguousarray(bits[:, MAX_TOKEN_BITS - token_bits:]).reshape(-1)
 
 
 def vocab_label(token_bits: int) -> str:

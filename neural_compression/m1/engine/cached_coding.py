@@ -15,7 +15,9 @@ import numpy as np
 from neural_compression.coding import compiled_coder as cc
 from neural_compression.m1.engine import prefix_cache as pc
 
-_jit = numba.njit(cache=True, nogil=True)
+# Without NRT, like compiled_coder's kernels: these loops allocate nothing, and the coder's
+# per-row code they inline (_encoder_feed, _decoder_feed) would otherwise pay reference counts.
+_jit = numba.njit(cache=True, nogil=True, _nrt=False)
 
 FINISHED = 0
 NEED_FORWARD = 1
