@@ -46,9 +46,10 @@ ATTEND_CHUNK = 1 << 16  # positions per int32 partial sum of probs x values: 2**
 # Attention totals (<= attn_exp[0] x positions) stay below 2**53 / 255 up to this many history
 # positions (checked at load), so _small_floor_div applies; far past any window.
 MAX_HISTORY = 1 << 30
-# Up to this many rows a forward runs its GEMMs as int_gemm (measured ~2x BLAS sgemm at 16 rows,
-# even at 64, behind it from ~128: BLAS's blocking pays off only with more rows).
-INT_GEMM_MAX_ROWS = 48
+# Up to this many rows a forward runs its GEMMs as int_gemm: measured ~2x BLAS sgemm at 16 rows,
+# mixed at 48 to 64 (ahead for K = 192, behind for K = 768), behind from 128 (BLAS's blocking
+# pays off only with more rows).
+INT_GEMM_MAX_ROWS = 32
 _LN_SHIFT = eq.LN_GAIN_BITS - eq.LN_FRAC_BITS
 _HALF = 1 << (eq.MULT_SHIFT - 1)
 
@@ -348,6 +349,21 @@ class CompiledForward:
     for weights in [w[n] for w in self.layers for n in ("wqkv", "wo", "wi", "wd")] + [self.wz]:
       self.transposed[id(weights)] = np.ascontiguousarray(weights.T.astype(np.int16))
 
+  @staticmethod
+  def operand_dtype(rows: int):
+    """GEMM operands: int16 through int_gemm for few rows, float32 through BLAS for many; the
+    same exact integers either way."""
+    return np.int16 if rows <= INT_GEMM_MAX_ROWS else np.float32
+
+  def gemm(self, x, weights):
+    """x [R, K] (operand_dtype(R)) @ weights (one of this forward's float32 matrices): exact
+    integers, float32 from BLAS or int32 from int_gemm."""
+    if x.dtype == np.float32:
+      return x @ weights
+    out = np.empty((x.shape[0], weights.shape[1]), np.int32)
+    int_gemm(x, self.transposed[id(weights)], out)
+    return out
+
   def forward_gather(self, tokens, kv_k, kv_v, hist_idx, hist_len):
     """One new position per row over histories gathered by index from int8 storage.
 
@@ -367,18 +383,8 @@ class CompiledForward:
     r, hk = tokens.shape[0], c.num_heads * c.head_dim
     if hist_len.size and int(hist_len.max()) > MAX_HISTORY:
       raise ValueError(f"histories of at most {MAX_HISTORY:,} positions")
-    # GEMM operands: int16 through int_gemm for few rows, float32 through BLAS for many; the
-    # same exact integers either way.
-    small = r <= INT_GEMM_MAX_ROWS
-    operand = np.int16 if small else np.float32
-
-    def gemm(x, weights):
-      if not small:
-        return x @ weights
-      out = np.empty((r, weights.shape[1]), np.int32)
-      int_gemm(x, self.transposed[id(weights)], out)
-      return out
-
+    gemm = self.gemm
+    operand = self.operand_dtype(r)
     h = self.embedding[tokens]  # int64 [R, d], a copy updated in place
     a = np.empty((r, c.d_model), operand)
     o = np.empty((r, hk), operand)
