@@ -348,6 +348,17 @@ class CompiledForward:
     self.transposed = {}
     for weights in [w[n] for w in self.layers for n in ("wqkv", "wo", "wi", "wd")] + [self.wz]:
       self.transposed[id(weights)] = np.ascontiguousarray(weights.T.astype(np.int16))
+    self._warm_up()
+
+  def _warm_up(self) -> None:
+    """Runs both GEMM paths once (int16 and float32 kernel specializations), so that compiling
+    them (~18 s with an empty numba cache) or loading them from the cache (~1 s) happens at load,
+    not inside the first decode that happens to cross INT_GEMM_MAX_ROWS."""
+    c = self.config
+    storage = [np.zeros((1, c.num_heads, c.head_dim), np.int8)] * c.num_layers
+    for rows in (1, INT_GEMM_MAX_ROWS + 1):
+      self.forward_gather(np.zeros(rows, np.int64), storage, storage,
+                          np.zeros((rows, 1), np.int64), np.ones(rows, np.int64))
 
   @staticmethod
   def operand_dtype(rows: int):
