@@ -2,15 +2,19 @@
 
 The numpy reference spends most of its time outside the GEMMs: int64 temporaries for LayerNorm,
 requantization, the attention's [R, H, T] score / weight / probability arrays, a sort over 257
-symbols per CDF. Here the GEMMs stay on BLAS (numpy `@` on the same int8-valued float32 operands,
-exact in any order, see integer_forward's module docstring), and everything between them runs as
-one compiled loop per row (`numba.njit(cache=True, nogil=True)`, single-threaded like the BLAS
+symbols per CDF. Here the GEMMs stay on BLAS for batches of many rows (numpy `@` on the same
+int8-valued float32 operands, exact in any order, see integer_forward's module docstring) and run
+as an int16 loop in numba for few rows (`int_gemm`, AC's lockstep batches, where it beats
+sgemm), and everything between them runs as one compiled loop per row (`numba.njit(cache=True, nogil=True)`, single-threaded like the BLAS
 the engine caps at one thread).
 
 Why every result equals the numpy backend's, bit for bit:
   * GEMMs: the same float32 operands, products of at most EXACT_K terms (a GEMM with more is
     refused, none of M1's has), so each output is the same exact integer. q, k and v come from
-    one GEMM against [wq | wk | wv]: every output column is still its own dot product.
+    one GEMM against [wq | wk | wv]: every output column is still its own dot product. int_gemm
+    multiplies the same int8 values as int16 (each product < 2**15, exact) and sums them in
+    int32 (< EXACT_K * 127**2 < 2**24), the same integer; the kernels below convert it to
+    float32 exactly before requantizing.
   * Requantization: one float32 x float32 multiply (numba keeps float32 * float32 in float32,
     no fastmath, so no FMA contraction or reassociation) rounded by np.rint, which is IEEE
     round-half-to-even in the default rounding mode, as np.round(decimals=0) is; a test compares
@@ -23,7 +27,7 @@ Why every result equals the numpy backend's, bit for bit:
     (the attention's and the CDF's are, by table bounds checked at load), and `_floor_div`
     (LayerNorm), a float64 estimate corrected by integer comparisons, exact for any estimate.
   * Attention reads int8 keys/values (the prefix cache's and lockstep buffer's own storage) and
-    sums int8 x int8 products in int32: exact while the terms stay below 2**31 (head_dim <= 2**17
+    sums int8 x int8 products (formed in int16, exact) in int32: exact while the terms stay below 2**31 (head_dim <= 2**17
     for scores, at most ATTEND_CHUNK positions per int32 partial sum for values, then int64).
     The reference's float32 sums of the same products are exact too, so both give the integer.
   * Padded history slots are skipped instead of weighted: the reference gives them table weight
