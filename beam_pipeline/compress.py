@@ -70,7 +70,7 @@ class Compressors:
   def __init__(self, specs, artifacts: Artifacts):
     m1_model = unigram = None
     if any(s.uses_m1 for s in specs):
-      from neural_compression.m1 import engine as exact_engine  # JAX-free numpy path on CPU workers
+      from neural_compression.m1 import engine as exact_engine  # JAX-free compiled path on CPU workers
       budget = {} if artifacts.m1_cache_bytes is None else {
           "max_cache_bytes": artifacts.m1_cache_bytes}
       m1_model = exact_engine.load_exact_model(local_copy(artifacts.m1_checkpoint),

@@ -4,7 +4,10 @@
       [--reference_examples 8] [--ac_examples 16] [--ac_bytes 3072] [--decode_examples 4]
       [--cache_bytes N]
 
-Prints: sgemm FLOP/s measured now; EqualInfoAC[b=16, v=65k] encode with M1 through the compiled
+Prints: sgemm FLOP/s measured now; the forward's positions/s on the numpy and the compiled
+backend side by side at the same batch (EqualInfoAC's miss batches: --rows rows over 20 positions;
+AC's: --ac_examples rows over the full window), with the share of the compiled forward's time in
+its GEMMs; EqualInfoAC[b=16, v=65k] encode with M1 through the compiled
 coder and prefix cache on the whole default corpus (train + validation; --examples limits it),
 with the positions actually computed, the cache hit rate and the *cache-aware bound* = sgemm
 FLOP/s / (computed positions per byte x M1 FLOPs per position) (target: >= 50% of it); the same
@@ -50,6 +53,67 @@ def m1_flops_per_position(config, context: int = 0) -> float:
   return config.num_layers * per_layer + 2 * d * 257
 
 
+def forward_side_by_side(checkpoint: str, data: list, rows: int, history: int,
+                         repeats: int = 3) -> tuple[float, float, float]:
+  """Forward rates (new positions/s) of the numpy and the compiled backend on the same batch:
+  `rows` rows, each over `history` real positions (the keys and values of validation text after
+  `history` lockstep steps), plus the rate of the compiled forward's GEMMs alone (its bound).
+  Best of `repeats`, BLAS single-threaded as the engine runs."""
+  import threadpoolctl
+  from neural_compression.m1.engine import compiled_forward
+  flat = np.concatenate(data)
+  segments = np.stack([flat[(i * 997) % max(len(flat) - history - 1, 1):][:history + 1]
+                       for i in range(rows)]).astype(np.int64)
+  numpy_engine = engine.load_exact_model(checkpoint, backend="numpy",
+                                         max_cache_bytes=8 << 20).engine
+  model = engine.load_exact_model(checkpoint, backend="compiled", max_cache_bytes=8 << 20)
+  compiled = model.engine
+  session = model.lockstep(rows)
+  tokens = None
+  for i in range(history):
+    session.step(tokens)
+    tokens = segments[:, i]
+  tokens = segments[:, history] if history else np.full(rows, 256, np.int64)
+  c = compiled.config
+  # The session's int8 buffers [R, 2 x window, H, hd] hold the histories in slots 0 .. history-1.
+  buffers_k, buffers_v = session._k, session._v  # pylint: disable=protected-access
+  hist_k = [b[:, :history].astype(np.float32) for b in buffers_k]
+  hist_v = [b[:, :history].astype(np.float32) for b in buffers_v]
+  cap = buffers_k[0].shape[1]
+  storage_k = [b.reshape(rows * cap, c.num_heads, c.head_dim) for b in buffers_k]
+  storage_v = [b.reshape(rows * cap, c.num_heads, c.head_dim) for b in buffers_v]
+  hist_idx = np.arange(rows)[:, None] * cap + np.arange(history)[None, :]
+  hist_len = np.full(rows, history, np.int64)
+  forward = compiled._compiled  # pylint: disable=protected-access
+  # The GEMMs the compiled forward runs at this batch (BLAS or int_gemm), on int8-range operands.
+  operands = {n: np.random.default_rng(n).integers(-127, 128, (rows, n)).astype(
+      forward.operand_dtype(rows)) for n in (c.d_model, c.mlp_dim)}
+
+  def gemms():
+    x, hidden = operands[c.d_model], operands[c.mlp_dim]
+    for w in forward.layers:
+      forward.gemm(x, w["wqkv"]), forward.gemm(x, w["wo"]), forward.gemm(x, w["wi"])
+      forward.gemm(hidden, w["wd"])
+    forward.gemm(x, forward.wz)
+
+  def best(f):
+    f()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      f()
+      times.append(time.perf_counter() - start)
+    return rows / min(times)
+
+  with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+    numpy_rate = best(lambda: numpy_engine.forward(tokens, hist_k, hist_v, hist_len))
+    compiled_rate = best(lambda: compiled.forward_gather(tokens, storage_k, storage_v, hist_idx,
+                                                          hist_len))
+    gemm_rate = best(gemms)
+  assert compiled_forward.CompiledForward is type(forward)
+  return numpy_rate, compiled_rate, gemm_rate
+
+
 def core_hours(rate: float) -> float:
   return PAPER_CORPUS_BYTES / rate / 3600
 
@@ -72,7 +136,8 @@ def main() -> None:
   parser.add_argument("--ac_bytes", type=int, default=3072,
                       help="leading bytes of each AC example (past the attention window the cost per byte is flat)")
   parser.add_argument("--cache_bytes", type=int, default=engine.DEFAULT_CACHE_BYTES)
-  parser.add_argument("--backend", default="numpy")
+  parser.add_argument("--backend", default="auto",
+                      help="numpy, compiled, jax or auto (JAX with a GPU, else compiled)")
   args = parser.parse_args()
   data = []
   for split in ("validation", "train"):
@@ -91,6 +156,14 @@ def main() -> None:
         f"cache budget {args.cache_bytes:,} bytes ({model.cache.capacity:,} prefixes)")
   print(f"sgemm now: {sgemm / 1e9:.1f} GFLOP/s (1 thread); M1 {flops / 1e6:.2f} MFLOP per "
         f"position; naive bound (every byte a full position) {sgemm / flops:,.0f} bytes/s")
+  for rows, history, what in ((args.rows, 20, "EqualInfoAC misses"),
+                              (args.ac_examples, model.engine.max_context - 1, "AC")):
+    numpy_rate, compiled_rate, gemm_rate = forward_side_by_side(args.checkpoint, data, rows,
+                                                                history)
+    print(f"forward, {rows} rows x {history} history positions ({what}): numpy "
+          f"{numpy_rate:,.0f} positions/s, compiled {compiled_rate:,.0f} positions/s "
+          f"({compiled_rate / numpy_rate:.1f}x); the compiled forward's GEMMs alone "
+          f"{gemm_rate:,.0f} positions/s = {compiled_rate / gemm_rate:.0%} of its time")
   warm = acc.EqualInfoACCompressor(load(), 16, 16)
   start = time.perf_counter()
   warm.decode(warm.encode(data[0][:200]).tokens)  # loads (or compiles) the numba kernels

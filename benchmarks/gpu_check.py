@@ -2,8 +2,10 @@
 
 Run through `benchmarks/gpu_check.sh` (which bounds it to 8 minutes). Steps, each printed with
 its verdict:
-  1. on the CPU (numpy backend): CDFs after random validation contexts, and EqualInfoAC[b=16,
-     v=65k] encodings of the first validation examples (the bitstreams a CPU job writes);
+  1. on the CPU (numpy backend, the reference): CDFs after random validation contexts, and
+     EqualInfoAC[b=16, v=65k] encodings of the first validation examples; the compiled CPU
+     backend (what a CPU job runs by default) must give the same CDFs at batch 7 and 512 and
+     the same bitstreams;
   2. on the JAX backend: the same CDFs at batch 1, 7, 64 and 512 rows in shuffled order, from a
      fresh and from a warm cache; the CPU bitstreams decoded; the same examples re-encoded;
      every CDF, byte and token must be identical;
@@ -60,6 +62,16 @@ def main() -> int:
     nonlocal failures
     failures += not ok
     print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+
+  for batch in (7, 512):
+    model = engine.load_exact_model(args.checkpoint, backend="compiled")
+    out = np.concatenate([model.cdfs(contexts[first:first + batch])
+                          for first in range(0, len(contexts), batch)])
+    check(f"compiled CPU CDFs at batch {batch}: identical to numpy", np.array_equal(out, reference))
+  compiled_encoded = acc.EqualInfoACCompressor(engine.load_exact_model(
+      args.checkpoint, backend="compiled"), 16, 16).encode_batch(examples)
+  check("compiled CPU encodings identical to numpy encodings",
+        all(np.array_equal(a.tokens, b.tokens) for a, b in zip(compiled_encoded, cpu_encoded)))
 
   for batch in (1, 7, 64, 512):
     model = engine.load_exact_model(args.checkpoint, backend="jax")

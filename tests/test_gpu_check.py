@@ -13,8 +13,10 @@ def test_gpu_check_passes_in_jax_cpu_mode():
   out = subprocess.run(
       ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu", "--examples", "2",
        "--example_bytes", "400", "--contexts", "48"],
-      cwd=ROOT, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True,
-      text=True, timeout=900)
+      # PYTHONPATH: this tree's package, not whichever one the virtualenv has installed.
+      cwd=ROOT, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+      capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout + out.stderr
   assert "gpu_check: all identical" in out.stdout
-  assert out.stdout.count("  ok   ") == 8 and "FAIL" not in out.stdout
+  assert out.stdout.count("  ok   ") == 11 and "FAIL" not in out.stdout
+  assert "compiled CPU encodings identical" in out.stdout

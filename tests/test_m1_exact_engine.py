@@ -148,10 +148,15 @@ def test_attention_window_is_the_checkpoints_training_context(checkpoint, tmp_pa
     ee.load_exact_model(trained, max_context=0)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
 @pytest.mark.parametrize("window", [None, 40])
-def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoint, window):
+def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoint, window,
+                                                                       backend):
+  """The compiled backend attends over the int8 lockstep buffer in place, numpy over float32
+  slices of it; both must equal the numpy prefix-cache path."""
   data = " ".join(d["text"] for d in corpus_gen.make_documents(3, seed=5)).encode()
-  model = ee.load_exact_model(checkpoint, max_context=window)
+  model = ee.load_exact_model(checkpoint, max_context=window, backend=backend)
+  cache_model = ee.load_exact_model(checkpoint, max_context=window, backend="numpy")
   window = model.engine.max_context
   # Past 2 windows the lockstep buffer has slid at least once.
   x = np.frombuffer(data[:2 * window + 60 if window < 100 else window + 60], np.uint8).astype(
@@ -162,7 +167,7 @@ def test_lockstep_path_equals_prefix_cache_path_past_the_context_limit(checkpoin
     tokens = np.array([ni.BOS if i == 0 else x[i - 1]] * 2)
     got = session.step(tokens)
     if i % 97 == 0 or i > window - 3:
-      np.testing.assert_array_equal(got[0], model.cdf(x[:i]), err_msg=f"position {i}")
+      np.testing.assert_array_equal(got[0], cache_model.cdf(x[:i]), err_msg=f"position {i}")
       np.testing.assert_array_equal(got[1], got[0])
       checked += 1
   assert checked > 60
@@ -216,6 +221,8 @@ def test_shipped_m1_on_validation_text_is_batch_invariant():
   reference = ee.load_exact_model(shipped).cdfs(contexts)
   for batch in (1, 7, 64, 512):
     assert_batch_invariant(ee.load_exact_model(shipped), contexts, reference, batch)
+  numpy_reference = ee.load_exact_model(shipped, backend="numpy").cdfs(contexts)
+  assert np.array_equal(reference, numpy_reference), "auto (compiled) CDFs differ from numpy"
   if importlib.util.find_spec("jax") is not None:
     rows = list(range(0, 512, 4))
     out = ee.load_exact_model(shipped, backend="jax").cdfs([contexts[i] for i in rows])
@@ -275,3 +282,146 @@ def test_auto_backend_on_a_machine_without_gpu_nodes_never_imports_jax(checkpoin
             f"m = engine.load_exact_model({str(checkpoint)!r}, backend='auto'); "
             "assert m.engine.backend.name != 'jax'; assert 'jax' not in sys.modules, 'imported'")
   subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT)
+
+
+# The compiled CPU backend (compiled_forward): the numpy reference's integers, bit for bit ------
+
+def _forward_pair(arrays, doc, max_context=ee.PAPER_CONTEXT):
+  from neural_compression.m1.engine.compiled_forward import CompiledBackend
+  return (ee.ExactM1(arrays, doc, ee.NumpyBackend, max_context=max_context),
+          ee.ExactM1(arrays, doc, CompiledBackend, max_context=max_context))
+
+
+def _assert_same_outputs(got, want, what):
+  for name, g, w in zip(("keys", "values"), got[:2], want[:2]):
+    for layer, (gl, wl) in enumerate(zip(g, w)):
+      assert gl.dtype == np.int8 and np.array_equal(gl, wl), f"{what}: layer {layer} new {name}"
+  assert got[2].dtype == np.int64
+  mismatched = int((got[2] != want[2]).any(axis=1).sum())
+  assert mismatched == 0, f"{what}: {mismatched} of {len(want[2])} CDFs differ"
+
+
+def _adversarial_arrays(arrays):
+  """Requantization multipliers x 16: q, k, v, the MLP hidden and the residual updates clip at
+  +-127 (or saturate) in many places; relative biases x 8 spread the attention scores."""
+  out = dict(arrays)
+  for name, a in arrays.items():
+    if name.rsplit("/", 1)[-1] in ("mq", "mk", "mv", "mi", "mo", "md"):
+      out[name] = (a * np.float32(16)).astype(np.float32)
+    if name.endswith("rel_bias"):
+      out[name] = a * 8
+  return out
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+@pytest.mark.parametrize("rows,history", [(1, 0), (1, 9), (5, 1), (32, 12), (33, 12), (64, 40),
+                                          (300, 17), (3, 600),
+                                          (2, 1100)])
+def test_compiled_forward_equals_numpy_on_random_histories(checkpoint, adversarial, rows,
+                                                           history):
+  """Random int8 histories of mixed lengths (left-aligned, padded with garbage): new keys,
+  values and CDFs identical; 1,100 positions pass EXACT_K, where numpy chunks its sums; up to 32
+  rows the compiled GEMMs are int_gemm, from 33 BLAS."""
+  arrays, doc = ee.load_exact_arrays(checkpoint)
+  if adversarial:
+    arrays = _adversarial_arrays(arrays)
+  reference, compiled = _forward_pair(arrays, doc)
+  c = reference.config
+  rng = np.random.default_rng(rows * 1000 + history)
+  shape = (rows, history, c.num_heads, c.head_dim)
+  hist_k = [rng.integers(-127, 128, shape).astype(np.float32) for _ in range(c.num_layers)]
+  hist_v = [rng.integers(-127, 128, shape).astype(np.float32) for _ in range(c.num_layers)]
+  hist_len = rng.integers(0, history + 1, rows)
+  hist_len[0] = history
+  tokens = rng.integers(0, reference.config.vocab_size, rows)
+  want = reference.forward(tokens, hist_k, hist_v, hist_len)
+  if adversarial and history:
+    clipped = sum(int((np.abs(k) == 127).sum()) for k in want[0])
+    assert clipped > 0, "the adversarial checkpoint should clip keys at +-127"
+  _assert_same_outputs(compiled.forward(tokens, hist_k, hist_v, hist_len), want,
+                       f"forward rows={rows} history={history}")
+  # The same histories read in place from shuffled int8 storage by index (the prefix cache's
+  # and the lockstep buffer's path); padding slots point at nonzero garbage.
+  n = rows * history
+  perm = rng.permutation(n + 1)
+  storage_k = [np.zeros((n + 1, c.num_heads, c.head_dim), np.int8) for _ in hist_k]
+  storage_v = [np.zeros_like(s) for s in storage_k]
+  for sk, sv, k, v in zip(storage_k, storage_v, hist_k, hist_v):
+    sk[perm[:n]] = k.reshape(n, c.num_heads, c.head_dim)
+    sv[perm[:n]] = v.reshape(n, c.num_heads, c.head_dim)
+    sk[perm[n]] = sv[perm[n]] = 77
+  hist_idx = perm[:n].reshape(rows, history)
+  hist_idx = np.where(np.arange(history)[None, :] < hist_len[:, None], hist_idx, perm[n])
+  _assert_same_outputs(compiled.forward_gather(tokens, storage_k, storage_v, hist_idx, hist_len),
+                       want, f"forward_gather rows={rows} history={history}")
+  _assert_same_outputs(reference.forward_gather(tokens, storage_k, storage_v, hist_idx,
+                                                hist_len), want, "numpy forward_gather")
+
+
+def test_compiled_requantization_rounds_half_to_even_like_numpy():
+  """Every product that lands on a tie k + 1/2 (and random ones) rounds as np.round does."""
+  from neural_compression.m1.engine import compiled_forward as cf
+  ties = np.arange(-(1 << 12), 1 << 12, dtype=np.float32) * 2 + 1  # odd integers
+  rng = np.random.default_rng(0)
+  acc = np.concatenate([ties, rng.integers(-(1 << 23), 1 << 23, 8192).astype(np.float32)])
+  for mult in (np.float32(0.5), np.float32(1.5), np.float32(0.0012345), np.float32(0.0625)):
+    mults = np.full(len(acc), mult, np.float32)
+    out = np.empty((1, len(acc)), np.int8)
+    cf.requant_int8(acc[None], mults, out)
+    want = np.clip(np.round(acc * mults), -127, 127)
+    np.testing.assert_array_equal(out[0], want.astype(np.int8))
+    hidden = np.empty((1, len(acc)), np.float32)
+    cf.mlp_hidden(acc[None], np.zeros(len(acc), np.int64), mults, hidden)
+    np.testing.assert_array_equal(hidden[0], np.clip(np.round(
+        np.maximum(acc, 0).astype(np.float32) * mults), 0, 127))
+    h = np.zeros((1, len(acc)), np.int64)
+    cf.residual_layer_norm(h, acc[None], mults, np.zeros(len(acc), np.int64),
+                           np.ones(len(acc), np.int64), np.zeros(len(acc), np.int64), 1,
+                           np.empty((1, len(acc)), np.float32))
+    np.testing.assert_array_equal(h[0], np.round(acc * mults).astype(np.int64))
+
+
+def test_compiled_logits_to_cdf_equals_the_reference(checkpoint):
+  from neural_compression.m1.engine import compiled_forward as cf
+  engine = ee.load_exact_model(checkpoint, backend="numpy").engine
+  rng = np.random.default_rng(1)
+  z = rng.integers(-3000, 3000, (64, 257)).astype(np.int64)
+  z[0] = 0  # all ties: every symbol gets the same remainder
+  z[1, 5] = 10 ** 6  # one near-certain symbol
+  z[2] = np.arange(257) % 3  # three-way ties
+  z[3] = -np.arange(257) * 40  # past the table's end
+  z[4:20] = rng.integers(-8, 8, (16, 257))  # many equal remainders
+  out = np.empty((len(z), 258), np.int64)
+  # The kernel takes the logit GEMM's output and its multipliers: feed z itself (mult 1).
+  cf.logits_to_cdf(z.astype(np.float32), np.ones(257, np.float32), engine.p["logit_exp"], out)
+  np.testing.assert_array_equal(out, engine._logits_to_cdf(z))  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("batch", [1, 64, 512])
+def test_compiled_model_cdfs_equal_numpy_at_any_batch(checkpoint, contexts, reference, batch):
+  assert_batch_invariant(ee.load_exact_model(checkpoint, backend="compiled"), contexts, reference,
+                         batch)
+
+
+def test_auto_backend_is_compiled_without_a_gpu(checkpoint, monkeypatch):
+  from neural_compression.m1.engine import jax_backend
+  monkeypatch.setattr(jax_backend, "gpu_visible", lambda: False)
+  assert ee.load_exact_model(checkpoint).engine.backend.name == "compiled"
+  with pytest.raises(ValueError, match="compiled"):
+    ee.load_exact_model(checkpoint, backend="fast")
+
+
+def test_shipped_m1_compiled_lockstep_equals_numpy_past_its_window():
+  """AC's path with the shipped checkpoint over 700 positions (its window is 512, so the
+  compiled buffer slides): every CDF identical to the numpy backend's."""
+  from neural_compression import corpus
+  shipped = pathlib.Path(__file__).resolve().parent.parent / "m1_checkpoint"
+  text = next(corpus.default_corpus_documents("validation"))["text"].encode()
+  rows = [np.frombuffer(text[s:s + 700], np.uint8) for s in (0, 5000, 9000)]
+  sessions = [ee.load_exact_model(shipped, backend=b, max_cache_bytes=8 << 20).lockstep(len(rows))
+              for b in ("numpy", "compiled")]
+  tokens = None
+  for i in range(700):
+    want, got = (s.step(tokens) for s in sessions)
+    np.testing.assert_array_equal(got, want, err_msg=f"position {i}")
+    tokens = np.array([r[i] for r in rows], np.int64)

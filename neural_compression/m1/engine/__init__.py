@@ -2,6 +2,7 @@
 
   integer_forward  the integer forward pass (why it is exact) and the numpy backend
   jax_backend      the same forward jitted with JAX (GPU workers), 64-bit only in its scope
+  compiled_forward the same integers per row in numba, GEMMs on BLAS (the CPU default)
   prefix_cache     the compiled prefix trie (KV + CDF per prefix) under a byte budget
   lockstep         AC's whole-sequence sessions through one KV buffer
   model            ExactM1Model: the batched CdfModel over all of it; load_exact_model

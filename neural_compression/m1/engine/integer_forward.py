@@ -18,6 +18,13 @@ prefix) because every operation below has one possible result:
 Padding and batching never enter a row's arithmetic: masked keys get table weight exactly 0 and
 each row's values are computed from its own integers only. So a row's CDF is the same at batch
 1 or 512, in any position, with any padding, in numpy or JAX, on CPU or GPU.
+
+Backends: `NumpyBackend` here is the readable reference; JAX (jax_backend) runs this same code
+jitted; the compiled CPU backend (compiled_forward, numba) runs the same GEMMs on BLAS and
+writes every other step above per row as integer loops: the same integers, by the argument
+above (exact sums in any order, one correctly rounded float32 multiply per requantization,
+int64 elsewhere), with its divisions and int8 x int8 -> int32 attention sums shown exact in its
+module docstring, and tests comparing it with numpy bit for bit.
 """
 from __future__ import annotations
 
@@ -94,9 +101,14 @@ class ExactM1:
         (eq.ATTN_TABLE_LEN << eq.MULT_SHIFT) // np.maximum(m, 1) + 1) for m in mults]
     self.xp = xp
     self._forward = self.forward_new
+    self._compiled = None
     if backend.name == "jax":
       from neural_compression.m1.engine import jax_backend
       self._forward = jax_backend.jitted_forward(self)
+    elif backend.name == "compiled":
+      from neural_compression.m1.engine import compiled_forward
+      self._compiled = compiled_forward.CompiledForward(self)
+      self._forward = self._compiled.forward
 
   def forward(self, tokens, hist_k, hist_v, hist_len):
     """forward_new through the backend (jitted and shape-bucketed for JAX), inside the
@@ -107,6 +119,18 @@ class ExactM1:
       new_k, new_v, cdfs = self._forward(tokens, hist_k, hist_v, hist_len)
       return ([b.to_numpy(x).astype(np.int8) for x in new_k],
               [b.to_numpy(x).astype(np.int8) for x in new_v], b.to_numpy(cdfs).astype(np.int64))
+
+  def forward_gather(self, tokens, kv_k, kv_v, hist_idx, hist_len):
+    """`forward` over histories gathered from int8 storage: kv_k, kv_v per layer int8
+    [N, H, hd] (e.g. the prefix cache's nodes), row r's history storage[hist_idx[r, t]] for
+    t < hist_len[r] (later slots are padding, any valid index). Returns what `forward` returns.
+    The compiled backend reads the storage in place; the others gather it into float32
+    [R, T, H, hd] first."""
+    if self._compiled is not None:
+      return self._compiled.forward_gather(tokens, kv_k, kv_v, hist_idx, hist_len)
+    hist_k = [np.asarray(k)[hist_idx].astype(np.float32) for k in kv_k]
+    hist_v = [np.asarray(v)[hist_idx].astype(np.float32) for v in kv_v]
+    return self.forward(tokens, hist_k, hist_v, hist_len)
 
   # Integer building blocks -------------------------------------------------------------------
 

@@ -192,9 +192,9 @@ class ExactM1Model(cdf_models.CdfModel):
         hist_len = np.zeros(m, np.int64)
         tokens = np.zeros(m, np.int64)
         pc.history(part, cache.meta, max_history, hist_idx, hist_len, tokens, ni.BOS)
-        hist_k = cache.kv_k[:, hist_idx].astype(np.float32)  # [L, R, T, H, hd]
-        hist_v = cache.kv_v[:, hist_idx].astype(np.float32)
-        new_k, new_v, cdfs = self.engine.forward(tokens, list(hist_k), list(hist_v), hist_len)
+        # The compiled backend reads the nodes in place; numpy and JAX gather them first.
+        new_k, new_v, cdfs = self.engine.forward_gather(tokens, cache.kv_k, cache.kv_v,
+                                                        hist_idx, hist_len)
         cache.kv_k[:, part] = np.stack(new_k)
         cache.kv_v[:, part] = np.stack(new_v)
         cache.cdfs[part] = cdfs
@@ -275,7 +275,7 @@ def load_exact_model(directory: str | os.PathLike, backend: str = "auto",
                      max_context: int | None = None, **kwargs) -> ExactM1Model:
   """Loads the exact M1 from a checkpoint directory as a batched `CdfModel`.
 
-  backend: 'numpy', 'jax', or 'auto' (JAX when a GPU is visible, else numpy).
+  backend: "numpy", "jax", "compiled" or "auto" (JAX when a GPU is visible, else compiled).
   max_context: the attention window in symbols; None: the checkpoint's training context
   (`context_length`). A reader of a run passes the run's recorded window (the manifest's
   m1_context), so that it decodes with the window the run was encoded with.
@@ -290,9 +290,12 @@ def load_exact_model(directory: str | os.PathLike, backend: str = "auto",
 def _backend(name: str):
   if name == "numpy":
     return NumpyBackend
+  if name == "compiled":
+    from neural_compression.m1.engine.compiled_forward import CompiledBackend
+    return CompiledBackend
   from neural_compression.m1.engine import jax_backend
   if name == "jax":
     return jax_backend.JaxBackend
   if name == "auto":
-    return jax_backend.JaxBackend if jax_backend.gpu_visible() else NumpyBackend
-  raise ValueError(f"unknown backend {name!r}; use numpy, jax or auto")
+    return jax_backend.JaxBackend if jax_backend.gpu_visible() else _backend("compiled")
+  raise ValueError(f"unknown backend {name!r}; use numpy, compiled, jax or auto")
