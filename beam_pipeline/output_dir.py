@@ -199,7 +199,11 @@ def inspect(output_dir: str, cache_dir: str | None = None) -> OutputState:
   owned = rm.recorded_paths(state.manifest) if state.manifest else set()
   ours = set()  # top-level directories that are ours whole
   if state.journal:
-    owned |= set(state.journal["old_files"]) | set(state.journal["new_files"])
+    journal_files = set(state.journal["old_files"]) | set(state.journal["new_files"])
+    owned |= journal_files
+    # A switch killed after emptying a directory of the old run's files (e.g. dead_letters/)
+    # leaves it empty, and the journal: the directory is that switch's to remove.
+    owned |= {f.rsplit("/", i)[0] + "/" for f in journal_files for i in range(1, f.count("/") + 1)}
     ours.add(state.journal["staging"])  # the complete staged run, marker or not
   staging = {p.split("/", 1)[0] for p in files if p.startswith(rm.STAGING_PREFIX)}
   marked = {d for d in staging if f"{d}/{rm.IN_PROGRESS}" in files}
@@ -432,9 +436,11 @@ def finish_switch(output_dir: str, journal: dict) -> None:
   if FileSystems.exists(staged_manifest):
     write_file(join(layout.MANIFEST), read_bytes(staged_manifest))  # last: the run is complete
   remove_tree(staging)  # the journal names it: ours, marker or not
-  _delete([join(rm.SWITCH_JOURNAL)])
+  # Before the journal goes: a job killed here leaves the journal, and the next one repeats this
+  # (idempotent) instead of finding an emptied directory (e.g. dead_letters/) it cannot own.
   _remove_emptied_dirs(output_dir, [join(p) for p in journal["old_files"]]
                        + [posixpath.join(staging, p) for p in journal["new_files"]])
+  _delete([join(rm.SWITCH_JOURNAL)])
 
 
 def inspect_finishing_switch(output_dir: str, cache_dir: str | None = None) -> OutputState:

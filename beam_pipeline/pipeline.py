@@ -286,7 +286,7 @@ def build(p, opts, specs, artifacts: compress.Artifacts, out_dir: str):
   bits_per_token = {s.slug: _bits_per_token(s, artifacts) for s in specs}
   _ = stats | "WriteStats" >> write.WriteStats(out_dir, bits_per_token, layout.STATS)
   _ = files | "WriteFileList" >> write.WriteFileList(out_dir, FILE_LIST)
-  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(out_dir, opts.num_shards)
+  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(out_dir)
 
 
 def _bits_per_token(spec, artifacts) -> float:
@@ -296,34 +296,45 @@ def _bits_per_token(spec, artifacts) -> float:
   return float(spec.token_bits)
 
 
+# Dead-letter shards hold about this many bytes each (their count follows the dead letters' total,
+# not --num_shards, which is sized for records): a wrong flag that rejects a whole corpus still
+# never puts more than a shard's worth in one worker's memory.
+DEAD_LETTER_SHARD_BYTES = 64 << 20
+
+
 class _WriteDeadLetters(beam.PTransform):
   """Writes every dead letter (file, line, reason, base64 raw bytes) as JSON lines in shards
   `dead_letters/part-SSSSS-of-NNNNN.jsonl` by hash of the line, each shard's lines sorted: the
-  bytes depend only on the dead letters, and no worker holds more than one shard of them (a
-  wrong flag can dead-letter a whole corpus). Only shards with lines are written."""
+  bytes depend only on the dead letters (N = their total bytes / DEAD_LETTER_SHARD_BYTES,
+  rounded up). Only shards with lines are written."""
 
-  def __init__(self, out_dir: str, num_shards: int):
+  def __init__(self, out_dir: str):
     super().__init__()
     self._out_dir = out_dir
-    self._num_shards = num_shards
 
   def expand(self, dead):
-    out_dir, n = self._out_dir, self._num_shards
+    out_dir, part_bytes = self._out_dir, DEAD_LETTER_SHARD_BYTES
 
-    def keyed_line(d):
-      line = json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()}, sort_keys=True)
-      return write.shard_of(line, n), line
+    def to_line(d):
+      return json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()}, sort_keys=True)
 
-    def write_part(kv):
+    def write_part(kv, num_shards):
       shard, lines = kv
       lines = sorted(lines)
-      output_dir_lib.write_file(posixpath.join(out_dir, rm.dead_letter_part(shard, n)),
+      output_dir_lib.write_file(posixpath.join(out_dir, rm.dead_letter_part(shard, num_shards)),
                                 ("\n".join(lines) + "\n").encode())
       return len(lines)
 
-    return (dead | "KeyByShard" >> beam.Map(keyed_line)
+    lines = dead | "ToJsonLines" >> beam.Map(to_line)
+    num_shards = beam.pvalue.AsSingleton(
+        lines | "LineBytes" >> beam.Map(lambda line: len(line) + 1)
+        | "TotalBytes" >> beam.CombineGlobally(sum)
+        | "ShardCount" >> beam.Map(lambda total: max(1, -(-total // part_bytes))))
+    return (lines
+            | "KeyByShard" >> beam.Map(lambda line, n: (write.shard_of(line, n), line),
+                                       n=num_shards)
             | "GroupShards" >> beam.GroupByKey()
-            | "WritePart" >> beam.Map(write_part))
+            | "WritePart" >> beam.Map(write_part, num_shards=num_shards))
 
 
 def _counters(result) -> dict:

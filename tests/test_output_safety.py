@@ -536,6 +536,28 @@ def test_zero_byte_gz_input_is_dead_lettered_and_counted(tmp_path):
   assert manifest["counters"]["sources/corrupt_files"] == 1
 
 
+def test_a_switch_killed_while_removing_emptied_dirs_is_finished_by_the_next_job(
+    tmp_path, monkeypatch):
+  docs = corpus_gen.make_documents(6, seed=46, mean_words=40)
+  pattern = corpus_gen.write_c4_shards(tmp_path / "c4", docs)
+  empty = tmp_path / "c4" / "c4-train.empty.json.gz"
+  empty.write_bytes(b"")
+  out = tmp_path / "run"
+  assert rm.dead_letter_files(pipeline.run(job_args(pattern, out, methods="bytes")))
+  empty.unlink()  # the next run has no dead letters: dead_letters/ empties in its switch
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt("killed while removing emptied directories")
+  monkeypatch.setattr(output_dir_lib, "_remove_emptied_dirs", killed)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(job_args(pattern, out, methods="bytes"))
+  monkeypatch.undo()
+  # The journal is still there, so the next job finishes that switch instead of refusing an
+  # emptied directory it does not own.
+  manifest = pipeline.run(job_args(pattern, out, methods="bytes"))
+  assert rm.dead_letter_files(manifest) == [] and not (out / rm.DEAD_LETTERS_DIR).exists()
+
+
 def _flag_cases(tmp_path, pattern, good_run):
   """(argv, the error's key phrase, the directory that must stay untouched)."""
   (tmp_path / "a_file").write_text("not a directory")
@@ -788,7 +810,7 @@ def _as_version_1(run: pathlib.Path) -> None:
   manifest = json.loads((run / layout.MANIFEST).read_text())
   dead_letter_parts = rm.dead_letter_files(manifest)
   manifest["version"] = 1
-  for key in ("run_id", "run_files", "artifacts", "m1_checkpoint"):
+  for key in ("run_id", "run_files", "artifacts", "m1_checkpoint", "m1_context"):
     manifest.pop(key, None)
   flags = manifest["flags"]
   for key in ("text_field", "text_lines", "invalid_utf8", "spm_train_bytes"):
@@ -799,6 +821,8 @@ def _as_version_1(run: pathlib.Path) -> None:
   # That release always wrote its dead letters to one file beside the shards, empty or not.
   for name in dead_letter_parts:
     (run / name).unlink()
+  if (run / rm.DEAD_LETTERS_DIR).is_dir():
+    (run / rm.DEAD_LETTERS_DIR).rmdir()
   (run / rm.DEAD_LETTERS).touch()
 
 

@@ -59,14 +59,35 @@ def bad_run(bad_corpus, tmp_path_factory):
   return out, pipeline.run(_args(pattern, out))
 
 
+def _dead_letter_lines(out, manifest):
+  return [line for name in rm.dead_letter_files(manifest)
+          for line in (out / name).read_text().splitlines()]
+
+
+def test_dead_letters_are_sharded_by_their_own_bytes(bad_run, bad_corpus, tmp_path, monkeypatch):
+  out, manifest = bad_run
+  one_part = _dead_letter_lines(out, manifest)
+  # Shards of ~300 bytes: several parts, each sorted, together exactly the same lines.
+  monkeypatch.setattr(pipeline, "DEAD_LETTER_SHARD_BYTES", 300)
+  small = tmp_path / "small_parts"
+  sharded = pipeline.run(_args(bad_corpus[0], small))
+  parts = rm.dead_letter_files(sharded)
+  total = sum(len(line) + 1 for line in one_part)
+  assert len(parts) > 1 and all(p.endswith(f"-of-{-(-total // 300):05d}.jsonl") for p in parts)
+  for name in parts:
+    lines = (small / name).read_text().splitlines()
+    assert lines == sorted(lines)
+  assert sorted(_dead_letter_lines(small, sharded)) == one_part
+  assert sharded["counters"]["sources/dead_letters"] == len(one_part)
+
+
 def test_bad_input_is_processed_or_dead_lettered_never_lost(bad_run, bad_corpus):
   out, manifest = bad_run
   c = manifest["counters"]
   dead = [json.loads(line) for name in rm.dead_letter_files(manifest)
           for line in (out / name).read_text().splitlines()]
-  # Sharded by hash, each shard sorted: several shards for this many, all listed in the manifest.
-  assert len(rm.dead_letter_files(manifest)) > 1
-  assert all(name.startswith(rm.DEAD_LETTERS_DIR + "/") for name in rm.dead_letter_files(manifest))
+  # Far below one shard's worth: one part, listed in the manifest.
+  assert rm.dead_letter_files(manifest) == [rm.dead_letter_part(0, 1)]
   reasons = sorted(d["reason"] for d in dead)
   assert c["sources/dead_letters"] == len(dead) >= 6, (c, reasons)
   for reason in ("invalid_json", "missing_text", "text_not_string", "not_a_json_object",

@@ -2,10 +2,11 @@
 
 Between two forward calls everything is bookkeeping: find each row's context node, hand its CDF
 to the row's encoder or decoder, note the misses. These loops do all of it in machine code,
-step after step over every row, and return to Python only when the model must run (enough
-misses gathered, or no row can go on), when an output buffer must grow, or when the cache needs
-room. Rows whose node is missing simply wait; the others keep going (row scheduling). The rows'
-results do not depend on this order: each row sees exactly its own CDF sequence.
+each row on for as long as its contexts are cached, and return to Python only when the model
+must run (enough misses gathered, or no row can go on), when an output buffer must grow, or when
+the cache needs room. Rows whose node is missing simply wait; the others keep going (row
+scheduling). The rows' results do not depend on this order: each row sees exactly its own CDF
+sequence.
 """
 from __future__ import annotations
 
@@ -55,29 +56,31 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
   num_pending = 0
   hits = 0
   while True:
-    if out_pos + n * b > out_bits.shape[0] or win_count + n > win_row.shape[0]:
-      return NEED_SPACE, out_pos, win_count, stamp, num_nodes, num_pending, hits
-    if num_nodes + n > capacity or num_pending + n > pending.shape[0]:
-      return NEED_ROOM, out_pos, win_count, stamp, num_nodes, num_pending, hits
     stamp += 1
     active = False
     progressed = False
     for row in range(n):
-      if status[row] != cc.RUNNING:
-        continue
-      active = True
-      node, num_nodes, num_pending, hits = _ready_node(
-          row, symbols, sym_off[row] + st[row, 5], st[row, 4], row_node, row_start, row_len,
-          waited, meta, valid, keys, values, last_use, stamp, num_nodes, pending, num_pending,
-          hits)
-      if node < 0:
-        continue
-      progressed = True
-      out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
-          row, cdf_table[node], symbols, sym_off[row], sym_off[row + 1], st, hi, step_counts,
-          excluded, strad, out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p, rule)
-      if status[row] > cc.DONE:
-        return FAILED, out_pos, win_count, stamp, num_nodes, num_pending, hits
+      # A row runs on while its contexts are cached: its coder state stays in the CPU's cache
+      # (one symbol per row per pass would touch every row's state again for each symbol).
+      while status[row] == cc.RUNNING:
+        active = True
+        if out_pos + b > out_bits.shape[0] or win_count + 1 > win_row.shape[0]:
+          return NEED_SPACE, out_pos, win_count, stamp, num_nodes, num_pending, hits
+        if num_nodes + 1 > capacity or num_pending + 1 > pending.shape[0]:
+          return NEED_ROOM, out_pos, win_count, stamp, num_nodes, num_pending, hits
+        node, num_nodes, num_pending, hits = _ready_node(
+            row, symbols, sym_off[row] + st[row, 5], st[row, 4], row_node, row_start, row_len,
+            waited, meta, valid, keys, values, last_use, stamp, num_nodes, pending, num_pending,
+            hits)
+        if node < 0:
+          break
+        progressed = True
+        out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
+            row, cdf_table[node], symbols, sym_off[row], sym_off[row + 1], st, hi, step_counts,
+            excluded, strad, out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p,
+            rule)
+        if status[row] > cc.DONE:
+          return FAILED, out_pos, win_count, stamp, num_nodes, num_pending, hits
     if not active:
       return FINISHED, out_pos, win_count, stamp, num_nodes, num_pending, hits
     if num_pending >= min_batch or not progressed:
@@ -99,27 +102,26 @@ def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mod
   num_pending = 0
   hits = 0
   while True:
-    if num_nodes + n > capacity or num_pending + n > pending.shape[0]:
-      return NEED_ROOM, stamp, num_nodes, num_pending, hits
     stamp += 1
     active = False
     progressed = False
     for row in range(n):
-      if status[row] != cc.RUNNING:
-        continue
-      active = True
-      k = dst[row, 4]
-      if k >= width:
-        return NEED_SPACE, stamp, num_nodes, num_pending, hits
-      node, num_nodes, num_pending, hits = _ready_node(
-          row, flat, row * width, k, row_node, row_start, row_len, waited, meta, valid, keys,
-          values, last_use, stamp, num_nodes, pending, num_pending, hits)
-      if node < 0:
-        continue
-      progressed = True
-      status[row] = cc._decoder_feed(  # pylint: disable=protected-access
-          row, cdf_table[node], code_bits, code_off[row], code_len[row], dst, out, limits[row],
-          p, mode)
+      while status[row] == cc.RUNNING:  # on while cached, as run_encoders
+        active = True
+        if num_nodes + 1 > capacity or num_pending + 1 > pending.shape[0]:
+          return NEED_ROOM, stamp, num_nodes, num_pending, hits
+        k = dst[row, 4]
+        if k >= width:
+          return NEED_SPACE, stamp, num_nodes, num_pending, hits
+        node, num_nodes, num_pending, hits = _ready_node(
+            row, flat, row * width, k, row_node, row_start, row_len, waited, meta, valid, keys,
+            values, last_use, stamp, num_nodes, pending, num_pending, hits)
+        if node < 0:
+          break
+        progressed = True
+        status[row] = cc._decoder_feed(  # pylint: disable=protected-access
+            row, cdf_table[node], code_bits, code_off[row], code_len[row], dst, out, limits[row],
+            p, mode)
     if not active:
       return FINISHED, stamp, num_nodes, num_pending, hits
     if num_pending >= min_batch or not progressed:

@@ -17,8 +17,10 @@ import sys
 import numpy as np
 
 
-# Device nodes a CUDA or ROCm GPU shows to a process (also inside containers, which mount them).
-GPU_DEVICE_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
+# Device nodes a GPU shows to a process: CUDA and ROCm (also inside containers, which mount them),
+# and WSL2's GPU paravirtualization (/dev/dxg, with no /dev/nvidia*).
+GPU_DEVICE_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd",
+                    "/dev/dxg")
 
 
 def gpu_visible() -> bool:
