@@ -68,12 +68,16 @@ def test_cache_eviction_and_row_limits_do_not_change_any_cdf(checkpoint, context
   assert np.array_equal(out, reference)
   assert model.stats["computed"] > 0 and model.stats["evictions"] > 0
   # Encoding through a session under the same small budget evicts mid-batch: same tokens.
-  examples = [c for c in contexts if len(c) > 20][:40]
-  want = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint), 16, 16).encode_batch(examples)
+  # (More distinct window prefixes than the 1,100 nodes hold: rows run on while cached, so only
+  # a batch whose prefixes do not fit evicts.)
+  docs = [d["text"] for d in corpus_gen.make_documents(12, seed=21)]
+  examples = list(ex.examples_from_documents(docs, example_symbols=300))[:40]
+  # b=128: this random M1 spends ~8 bits per symbol, so windows of ~16 symbols.
+  want = acc.EqualInfoACCompressor(ee.load_exact_model(checkpoint), 128, 16).encode_batch(examples)
   evictions = model.stats["evictions"]
-  got = acc.EqualInfoACCompressor(model, 16, 16).encode_batch(examples * 8)
+  got = acc.EqualInfoACCompressor(model, 128, 16).encode_batch(examples * 3)
   assert model.stats["evictions"] > evictions
-  for g, w in zip(got, want * 8):
+  for g, w in zip(got, want * 3):
     np.testing.assert_array_equal(g.tokens, w.tokens)
 
 

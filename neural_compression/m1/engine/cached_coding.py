@@ -29,12 +29,12 @@ FAILED = 4
 
 @_jit
 def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
-                keys, values, last_use, stamp, num_nodes, pending, num_pending, hits):
+                table, last_use, stamp, num_nodes, pending, num_pending, hits):
   """The row's context node, or -1 while it waits for a forward; counts first-try hits.
   Returns (node, num_nodes, num_pending, hits)."""
   node, num_nodes, num_pending, _ = pc.resolve_row(
-      row, symbols, start, length, row_node, row_start, row_len, meta, valid, keys, values,
-      last_use, stamp, num_nodes, pending, num_pending)
+      row, symbols, start, length, row_node, row_start, row_len, meta, valid, table,
+     last_use, stamp, num_nodes, pending, num_pending)
   if node < 0:
     waited[row] = True
   else:
@@ -46,7 +46,7 @@ def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waite
 @_jit
 def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bits, out_pos,
                  win_row, win_nsym, win_back, win_count, status, b, p, rule,
-                 row_node, row_start, row_len, waited, meta, valid, keys, values, last_use, stamp,
+                 row_node, row_start, row_len, waited, meta, valid, table, last_use, stamp,
                  num_nodes, capacity, cdf_table, pending, min_batch):
   """Steps every running window encoder until the model or a buffer is needed (module doc).
 
@@ -70,7 +70,7 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
           return NEED_ROOM, out_pos, win_count, stamp, num_nodes, num_pending, hits
         node, num_nodes, num_pending, hits = _ready_node(
             row, symbols, sym_off[row] + st[row, 5], st[row, 4], row_node, row_start, row_len,
-            waited, meta, valid, keys, values, last_use, stamp, num_nodes, pending, num_pending,
+            waited, meta, valid, table, last_use, stamp, num_nodes, pending, num_pending,
             hits)
         if node < 0:
           break
@@ -89,7 +89,7 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
 
 @_jit
 def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mode,
-                 row_node, row_start, row_len, waited, meta, valid, keys, values, last_use, stamp,
+                 row_node, row_start, row_len, waited, meta, valid, table, last_use, stamp,
                  num_nodes, capacity, cdf_table, pending, min_batch):
   """Steps every running window decoder until the model or a buffer is needed (module doc).
 
@@ -114,8 +114,8 @@ def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mod
         if k >= width:
           return NEED_SPACE, stamp, num_nodes, num_pending, hits
         node, num_nodes, num_pending, hits = _ready_node(
-            row, flat, row * width, k, row_node, row_start, row_len, waited, meta, valid, keys,
-            values, last_use, stamp, num_nodes, pending, num_pending, hits)
+            row, flat, row * width, k, row_node, row_start, row_len, waited, meta, valid, table,
+            last_use, stamp, num_nodes, pending, num_pending, hits)
         if node < 0:
           break
         progressed = True

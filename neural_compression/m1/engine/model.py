@@ -26,7 +26,7 @@ from neural_compression.m1.engine.integer_forward import ExactM1, NumpyBackend
 from neural_compression.m1.engine.lockstep import LockstepSession
 from neural_compression.methods import PRECISION_BITS
 
-DEFAULT_CACHE_BYTES = 512 << 20  # ~230k prefixes of the shipped M1 (2.3 KB each)
+DEFAULT_CACHE_BYTES = 512 << 20  # ~235k prefixes of the shipped M1 (2.3 KB each)
 DEFER_MIN_BATCH = 256  # misses gathered per forward call when rows can wait (see session)
 
 
@@ -117,7 +117,7 @@ class ExactM1Model(cdf_models.CdfModel):
         encoder.symbols, encoder.offsets, encoder.state, encoder.hi, encoder.step_counts,
         encoder.excluded, encoder.strad, encoder.out_bits, encoder.out_pos, encoder.win_row,
         encoder.win_nsym, encoder.win_back, encoder.win_count, encoder.status, encoder.b,
-        encoder.p, encoder.rule, *rows, cache.meta, cache.valid, cache.keys, cache.values,
+        encoder.p, encoder.rule, *rows, cache.meta, cache.valid, cache.table,
         cache.last_use, cache.stamp, cache.num_nodes, cache.capacity, cache.cdfs, pending,
         min_batch))
 
@@ -126,7 +126,7 @@ class ExactM1Model(cdf_models.CdfModel):
     self._run(decoder, lambda rows, cache, pending, min_batch: cached_coding.run_decoders(
         decoder.code_bits, decoder.code_off, decoder.code_len, decoder.state, decoder.out,
         decoder.status, decoder.limits, decoder.p, decoder.mode, *rows, cache.meta, cache.valid,
-        cache.keys, cache.values, cache.last_use, cache.stamp, cache.num_nodes, cache.capacity,
+        cache.table, cache.last_use, cache.stamp, cache.num_nodes, cache.capacity,
         cache.cdfs, pending, min_batch))
 
   def _run(self, batch, step) -> None:
@@ -253,7 +253,7 @@ class PrefixCacheSession:
       misses = np.zeros(len(waiting), np.int64)
       cache.num_nodes, num_misses, hits = pc.resolve(
           rows[waiting], starts[waiting], lengths[waiting], symbols, self.row_node,
-          self.row_start, self.row_len, cache.meta, cache.valid, cache.keys, cache.values,
+          self.row_start, self.row_len, cache.meta, cache.valid, cache.table,
           cache.last_use, cache.stamp, cache.num_nodes, part_result, misses)
       if num_misses:
         cache.pending.append(misses[:num_misses])

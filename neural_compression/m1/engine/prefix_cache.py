@@ -26,6 +26,10 @@ _jit = numba.njit(cache=True, nogil=True)
 ROOT = 0  # the empty context: its position is the start-of-segment token
 _EMPTY = -1
 _SYMBOL_SLOTS = 512  # key = parent * 512 + symbol (NUM_SYMBOLS = 257 < 512)
+# A table slot is key << _CHILD_BITS | child: nodes < 2**26 (PrefixCache checks), so keys below
+# 2**35 and the slot below 2**61.
+_CHILD_BITS = 26
+_CHILD_MASK = (1 << _CHILD_BITS) - 1
 
 
 @_jit
@@ -36,29 +40,30 @@ def _slot(key, mask):
 
 
 @_jit
-def _find(keys, values, key):
-  mask = keys.shape[0] - 1
+def _find(table, key):
+  """The child node stored under key (parent * 512 + symbol), or -1. A slot packs key and child
+  in one int64, so a probe costs one memory access (most probes miss every cache level)."""
+  mask = table.shape[0] - 1
   i = _slot(key, mask)
-  while keys[i] != _EMPTY:
-    if keys[i] == key:
-      return values[i]
+  while table[i] != _EMPTY:
+    if table[i] >> _CHILD_BITS == key:
+      return table[i] & _CHILD_MASK
     i = (i + 1) & mask
   return -1
 
 
 @_jit
-def _insert(keys, values, key, value):
-  mask = keys.shape[0] - 1
+def _insert(table, key, value):
+  mask = table.shape[0] - 1
   i = _slot(key, mask)
-  while keys[i] != _EMPTY:
+  while table[i] != _EMPTY:
     i = (i + 1) & mask
-  keys[i] = key
-  values[i] = value
+  table[i] = (key << _CHILD_BITS) | value
 
 
 @_jit
-def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, keys,
-                values, last_use, stamp, num_nodes, pending, num_pending):
+def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, table,
+                last_use, stamp, num_nodes, pending, num_pending):
   """Finds one row's context node, walking from its last node where the context extends it.
 
   meta[:, 0] parent, meta[:, 1] symbol, meta[:, 2] depth. A missing node is created (invalid until
@@ -72,7 +77,7 @@ def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta,
     node, j = ROOT, 0
   while j < length:
     key = node * _SYMBOL_SLOTS + symbols[start + j]
-    child = _find(keys, values, key)
+    child = _find(table, key)
     if child < 0:
       child = num_nodes
       num_nodes += 1
@@ -81,7 +86,7 @@ def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta,
       meta[child, 2] = j + 1
       valid[child] = False
       last_use[child] = stamp
-      _insert(keys, values, key, child)
+      _insert(table, key, child)
       pending[num_pending] = child
       num_pending += 1
       break
@@ -97,16 +102,16 @@ def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta,
 
 
 @_jit
-def resolve(rows, starts, lengths, symbols, row_node, row_start, row_len, meta, valid, keys,
-            values, last_use, stamp, num_nodes, result, misses):
+def resolve(rows, starts, lengths, symbols, row_node, row_start, row_len, meta, valid, table,
+            last_use, stamp, num_nodes, result, misses):
   """resolve_row for many rows: result[i] is row rows[i]'s node or -1 (waiting); new nodes go to
   `misses`. Returns (num_nodes, num_misses, num_hits)."""
   num_misses = 0
   hits = 0
   for i in range(rows.shape[0]):
     node, num_nodes, num_misses, hit = resolve_row(
-        rows[i], symbols, starts[i], lengths[i], row_node, row_start, row_len, meta, valid, keys,
-        values, last_use, stamp, num_nodes, misses, num_misses)
+        rows[i], symbols, starts[i], lengths[i], row_node, row_start, row_len, meta, valid, table,
+        last_use, stamp, num_nodes, misses, num_misses)
     result[i] = node
     hits += hit
   return num_nodes, num_misses, hits
@@ -132,7 +137,7 @@ def history(nodes, meta, max_history, hist_idx, hist_len, tokens, bos):
 
 
 @_jit
-def compact(num_nodes, threshold, pinned, meta, last_use, keys, values, kv_k, kv_v, cdfs,
+def compact(num_nodes, threshold, pinned, meta, last_use, table, kv_k, kv_v, cdfs,
             row_nodes):
   """Drops the nodes used before `threshold` (keeping ancestors of kept and `pinned` nodes),
   compacts the rest in id order, remaps `row_nodes` (-1 where dropped) and rebuilds the table.
@@ -162,9 +167,9 @@ def compact(num_nodes, threshold, pinned, meta, last_use, keys, values, kv_k, kv
   for i in range(row_nodes.shape[0]):
     if row_nodes[i] >= 0:
       row_nodes[i] = new_id[row_nodes[i]]
-  keys[:] = _EMPTY
+  table[:] = _EMPTY
   for node in range(1, count):
-    _insert(keys, values, meta[node, 0] * _SYMBOL_SLOTS + meta[node, 1], node)
+    _insert(table, meta[node, 0] * _SYMBOL_SLOTS + meta[node, 1], node)
   return count
 
 
@@ -175,8 +180,11 @@ class PrefixCache:
     self.node_bytes = (2 * layers * heads * head_dim  # int8 keys and values
                        + 4 * cdf_len  # int32 CDF
                        + 8 * 3 + 8 + 1  # meta, last use, valid
-                       + 2 * 2 * 8)  # hash table slots (load <= 1/2)
+                       + 2 * 8)  # hash table slots (load <= 1/2)
     self.capacity = int(max_bytes // self.node_bytes)
+    if self.capacity >= 1 << _CHILD_BITS:
+      raise ValueError(f"a prefix cache of {max_bytes:,} bytes would hold {self.capacity:,} "
+                       f"nodes; at most {(1 << _CHILD_BITS) - 1:,} are addressable")
     if self.capacity < 1024:
       raise ValueError(f"a prefix cache of {max_bytes:,} bytes holds {self.capacity} nodes of "
                        f"{self.node_bytes:,} bytes; give it at least {1024 * self.node_bytes:,}")
@@ -189,9 +197,7 @@ class PrefixCache:
     self.meta[ROOT] = (-1, 0, 0)
     self.last_use = np.zeros(self.capacity, np.int64)
     self.valid = np.zeros(self.capacity, np.bool_)
-    table = 1 << (2 * self.capacity - 1).bit_length()
-    self.keys = np.full(table, _EMPTY, np.int64)
-    self.values = np.zeros(table, np.int64)
+    self.table = np.full(1 << (2 * self.capacity - 1).bit_length(), _EMPTY, np.int64)
     self.num_nodes = 1  # the root, computed on first use
     self.stamp = 0
     self.generation = 0  # bumped by every eviction: sessions then forget their rows' nodes
@@ -205,7 +211,7 @@ class PrefixCache:
     stamps = np.unique(self.last_use[:self.num_nodes])
     for threshold in (stamps[len(stamps) // 2], stamps[-1], self.stamp + 1):
       self.num_nodes = compact(self.num_nodes, threshold, pinned, self.meta, self.last_use,
-                               self.keys, self.values, self.kv_k, self.kv_v, self.cdfs, pinned)
+                               self.table, self.kv_k, self.kv_v, self.cdfs, pinned)
       self.generation += 1
       self.evictions += 1
       if self.num_nodes + needed <= self.capacity:
