@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numba
 import numpy as np
 
 _LEN = 2  # wire type: length-delimited
@@ -36,29 +37,29 @@ def _varint(value: int) -> bytes:
   return bytes(out)
 
 
+@numba.njit(cache=True, nogil=True)
+def _write_varints(values, out):
+  """Writes each uint64 value as a varint (7 bits per byte, low first) into out; returns the
+  bytes written (out holds at least 10 per value)."""
+  n = 0
+  for x in values:
+    while x > 0x7F:
+      out[n] = (x & 0x7F) | 0x80
+      x >>= 7
+      n += 1
+    out[n] = x
+    n += 1
+  return n
+
+
 def _varints(values: np.ndarray) -> bytes:
-  """Packed varints of int64 values, vectorized (token lists hold hundreds of values)."""
-  v = np.asarray(values, np.int64).astype(np.uint64)
+  """Packed varints of int64 values (negatives as their 64-bit two's complement: 10 bytes), in
+  one compiled loop: token lists hold hundreds of values per record, at every record."""
+  v = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
   if v.size == 0:
     return b""
-  # Bytes per value: one, plus one for each 7-bit boundary the value reaches. Integer compares
-  # are exact; a float log2 is not (log2(2**49 - 1) rounds to 49.0, one byte too many).
-  lengths = np.ones(v.shape, np.int64)
-  for k in range(1, 10):
-    lengths += v >= np.uint64(1 << (7 * k))
-  total = int(lengths.sum())
-  out = np.empty(total, np.uint8)
-  ends = np.cumsum(lengths)
-  starts = ends - lengths
-  rest = v.copy()
-  for k in range(int(lengths.max())):
-    active = lengths > k
-    idx = starts[active] + k
-    chunk = (rest[active] & np.uint64(0x7F)).astype(np.uint8)
-    more = (lengths[active] > k + 1).astype(np.uint8) << 7
-    out[idx] = chunk | more
-    rest[active] >>= np.uint64(7)
-  return out.tobytes()
+  out = np.empty(10 * v.size, np.uint8)
+  return out[:_write_varints(v, out)].tobytes()
 
 
 def _field(number: int, payload: bytes) -> bytes:
