@@ -212,7 +212,6 @@ def test_exact_model_from_other_float_weights_is_refused(checkpoint, tmp_path):
 
 def test_shipped_m1_on_validation_text_is_batch_invariant():
   """The determinism matrix with the shipped checkpoint on the default corpus's validation split."""
-  import pathlib
   from neural_compression import corpus
   shipped = REPO_ROOT / "m1_checkpoint"
   text = next(corpus.default_corpus_documents("validation"))["text"].encode()

@@ -15,6 +15,10 @@ from neural_compression.methods.spec import (BITSTREAM_KINDS, DEFAULT_PRECISION_
                                              UNIGRAM_KINDS, WINDOWED_KINDS, MethodError,
                                              MethodSpec, parse_method, parse_methods)
 
+__all__ = ["BITSTREAM_KINDS", "DEFAULT_PRECISION_BITS", "KINDS", "M1_KINDS", "PAPER_METHODS",
+           "PRECISION_BITS", "UNIGRAM_KINDS", "WINDOWED_KINDS", "MethodError", "MethodSpec",
+           "build_compressor", "parse_method", "parse_methods"]
+
 
 def build_compressor(spec: MethodSpec, *, m1_model=None, unigram_model=None,
                      spm_model_proto: bytes | None = None):

@@ -11,7 +11,6 @@ sequence.
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 from neural_compression.coding import compiled_coder as cc
 from neural_compression.m1.engine import prefix_cache as pc
