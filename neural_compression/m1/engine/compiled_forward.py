@@ -42,6 +42,7 @@ import numpy as np
 
 from neural_compression import symbols as sym
 from neural_compression.m1 import exact_quantization as eq
+from neural_compression.m1.engine.integer_forward import NumpyBackend
 from neural_compression.methods import PRECISION_BITS
 
 _jit = numba.njit(cache=True, nogil=True)
@@ -284,23 +285,9 @@ def int_gemm(a, weights_t, out):
 
 # The forward ------------------------------------------------------------------------------------
 
-class CompiledBackend:
+class CompiledBackend(NumpyBackend):
   """numpy arrays, the forward compiled (ExactM1 builds a CompiledForward for this backend)."""
   name = "compiled"
-  xp = np
-
-  @staticmethod
-  def asarray(x, dtype=None):
-    return np.asarray(x, dtype=dtype)
-
-  @staticmethod
-  def to_numpy(x):
-    return np.asarray(x)
-
-  @staticmethod
-  def scope():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 class CompiledForward:
