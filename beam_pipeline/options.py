@@ -10,6 +10,7 @@ import re
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipeline import grouping
 from beam_pipeline import sources
 from neural_compression import corpus
 from neural_compression import examples as ex
@@ -109,6 +110,15 @@ class CompressionOptions(PipelineOptions):
         help="replace an existing run in --output_dir made with different flags")
     add("--num_shards", type=int, default=4,
         help="TFRecord shards per method and split (default: %(default)s)")
+    add("--shuffle", default="auto", choices=grouping.SHUFFLES,
+        help="how documents are grouped into runs and records into shards: 'beam' (GroupByKey, "
+             "right on Dataflow/Flink/Spark), 'files' (spill files in the staging directory: "
+             "memory flat in the corpus size on Beam's local runners, whose shuffle is in "
+             "memory) or 'auto' (files on DirectRunner and PortableRunner --job_endpoint=embed, "
+             "beam elsewhere); the records are identical (default: %(default)s)")
+    add("--shuffle_buffer_bytes", type=int, default=grouping.DEFAULT_BUFFER_BYTES,
+        help="with --shuffle=files: bytes a bundle holds before it writes a spill file "
+             "(default: %(default)s)")
     add("--break_lock", action="store_true",
         help="remove a stale lock (--output_dir/.lock) left by a killed job; only when you know "
              "no job runs there")

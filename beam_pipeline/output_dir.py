@@ -78,17 +78,41 @@ def write_file(path: str, data: bytes) -> None:
   already is.
   """
   if _is_local(path):
-    target = path
-    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
+    with atomic_writer(path) as f:
       f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, target)
     return
   with FileSystems.create(path) as f:
     f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str):
+  """A file to write `path` through in pieces; `path` appears, whole, only if the block ends
+  without an exception (a temporary sibling, then a rename), else the temporary file goes."""
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+  if _is_local(path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+      with open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except BaseException:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+      raise
+    return
+  # An object store commits an upload when it is closed, even after a failure: write a
+  # temporary object and rename it only once it is complete.
+  try:
+    with FileSystems.create(tmp) as f:
+      yield f
+    FileSystems.rename([tmp], [path])
+  except BaseException:
+    with contextlib.suppress(Exception):
+      FileSystems.delete([tmp])
+    raise
 
 
 def _delete(paths: list[str]) -> None:

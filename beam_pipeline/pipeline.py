@@ -15,9 +15,12 @@ import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline import artifacts as artifacts_lib
 from beam_pipeline import compress
+from beam_pipeline import grouping as grouping_lib
 from beam_pipeline import options as options_lib
 from beam_pipeline import output_dir as output_dir_lib
 from beam_pipeline import runs
@@ -191,7 +194,7 @@ def validate(opts) -> list[methods.MethodSpec]:
       raise ConfigError(f"--m2_length={opts.m2_length} holds no whole window of {spec.name} "
                         f"({unit} tokens); raise it")
   for flag in ("docs_per_run", "example_bytes", "run_buckets", "num_shards", "batch_size",
-               "m2_length"):
+               "m2_length", "shuffle_buffer_bytes"):
     if getattr(opts, flag) < 1:
       raise ConfigError(f"--{flag} must be >= 1, got {getattr(opts, flag)}")
   if opts.examples_per_run < 0:
@@ -257,15 +260,16 @@ def _read(p, opts, pattern, label, split):
                                 **artifacts_lib.sources_options(opts, split))
 
 
-def read_examples(p, opts):
-  """Reads the documents of the run's source and cuts them into examples.
+def read_examples(p, opts, grouping: grouping_lib.GroupSorted | None = None):
+  """Reads the documents of the run's source and cuts them into examples; `grouping` gathers
+  each run bucket's documents (default: Beam's GroupByKey).
 
   Returns (PCollection[(example_id, symbols)], dead letters). Shared with beam_pipeline.verify,
   which rebuilds a run's source examples the same way.
   """
   make_examples = lambda fixed: runs.DocumentsToExamples(
       opts.docs_per_run, opts.example_bytes, opts.examples_per_run, opts.run_buckets,
-      opts.validation_percent, fixed)
+      opts.validation_percent, fixed, grouping)
   docs, dead = _read(p, opts, opts.input, "ReadDocuments", "train")
   if not opts.validation_input:
     return docs | "Examples" >> make_examples(None), dead
@@ -276,17 +280,32 @@ def read_examples(p, opts):
   return examples, (dead, val_dead) | "AllDeadLetters" >> beam.Flatten()
 
 
-def build(p, opts, specs, artifacts: compress.Artifacts, out_dir: str):
-  """Adds the job's stages to pipeline `p`, writing the run into `out_dir` (its staging dir)."""
-  examples, dead = read_examples(p, opts)
+def spill_dir(out_dir: str) -> str:
+  """Where --shuffle=files writes its spill files: inside the run's staging directory."""
+  return posixpath.join(out_dir, grouping_lib.SPILL_DIR)
+
+
+def shuffle_of(pipeline_options, opts) -> str:
+  """--shuffle with 'auto' resolved for the runner these options pick."""
+  return grouping_lib.resolve_shuffle(opts.shuffle,
+                                      pipeline_options.view_as(StandardOptions).runner,
+                                      pipeline_options.view_as(PortableOptions).job_endpoint)
+
+
+def build(p, opts, specs, artifacts: compress.Artifacts, out_dir: str, shuffle: str = "beam"):
+  """Adds the job's stages to pipeline `p`, writing the run into `out_dir` (its staging dir);
+  `shuffle` ('beam' or 'files') is how documents and records are grouped."""
+  grouping = grouping_lib.GroupSorted(shuffle, spill_dir(out_dir), opts.shuffle_buffer_bytes)
+  examples, dead = read_examples(p, opts, grouping)
   records, stats = examples | "CompressExamples" >> compress.CompressExamples(
       specs, artifacts, opts.m2_length, opts.m2_mode, opts.batch_size,
       opts.fail_once_for_testing)
-  files = records | "WriteRecords" >> write.WriteShardedRecords(out_dir, opts.num_shards)
+  files = records | "WriteRecords" >> write.WriteShardedRecords(out_dir, opts.num_shards,
+                                                                grouping)
   bits_per_token = {s.slug: _bits_per_token(s, artifacts) for s in specs}
   _ = stats | "WriteStats" >> write.WriteStats(out_dir, bits_per_token, layout.STATS)
   _ = files | "WriteFileList" >> write.WriteFileList(out_dir, FILE_LIST)
-  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(out_dir)
+  _ = dead | "WriteDeadLetters" >> _WriteDeadLetters(out_dir, grouping)
 
 
 def _bits_per_token(spec, artifacts) -> float:
@@ -308,9 +327,10 @@ class _WriteDeadLetters(beam.PTransform):
   bytes depend only on the dead letters (N = their total bytes / DEAD_LETTER_SHARD_BYTES,
   rounded up). Only shards with lines are written."""
 
-  def __init__(self, out_dir: str):
+  def __init__(self, out_dir: str, grouping: grouping_lib.GroupSorted):
     super().__init__()
     self._out_dir = out_dir
+    self._grouping = grouping
 
   def expand(self, dead):
     out_dir, part_bytes = self._out_dir, DEAD_LETTER_SHARD_BYTES
@@ -319,11 +339,14 @@ class _WriteDeadLetters(beam.PTransform):
       return json.dumps({**d, "raw": base64.b64encode(d["raw"]).decode()}, sort_keys=True)
 
     def write_part(kv, num_shards):
-      shard, lines = kv
-      lines = sorted(lines)
-      output_dir_lib.write_file(posixpath.join(out_dir, rm.dead_letter_part(shard, num_shards)),
-                                ("\n".join(lines) + "\n").encode())
-      return len(lines)
+      shard, lines = kv  # sorted (GroupSorted)
+      count = 0
+      with output_dir_lib.atomic_writer(
+          posixpath.join(out_dir, rm.dead_letter_part(shard, num_shards))) as f:
+        for line, _ in lines:
+          f.write(line.encode() + b"\n")
+          count += 1
+      return count
 
     lines = dead | "ToJsonLines" >> beam.Map(to_line)
     num_shards = beam.pvalue.AsSingleton(
@@ -331,9 +354,9 @@ class _WriteDeadLetters(beam.PTransform):
         | "TotalBytes" >> beam.CombineGlobally(sum)
         | "ShardCount" >> beam.Map(lambda total: max(1, -(-total // part_bytes))))
     return (lines
-            | "KeyByShard" >> beam.Map(lambda line, n: (write.shard_of(line, n), line),
+            | "KeyByShard" >> beam.Map(lambda line, n: (write.shard_of(line, n), (line, b"")),
                                        n=num_shards)
-            | "GroupShards" >> beam.GroupByKey()
+            | "GroupShards" >> self._grouping
             | "WritePart" >> beam.Map(write_part, num_shards=num_shards))
 
 
@@ -436,9 +459,11 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
       spm_model_proto=prepared["spm_model_proto"],
       m1_cache_bytes=getattr(opts, "m1_cache_bytes", None))
   p = beam.Pipeline(options=pipeline_options)
-  build(p, opts, specs, artifacts, staging)
+  build(p, opts, specs, artifacts, staging, shuffle_of(pipeline_options, opts))
   result = p.run()
   result.wait_until_finish()
+  if FileSystems.exists(spill_dir(staging)):  # no longer needed: free the disk before the switch
+    output_dir_lib.remove_tree(spill_dir(staging))
   files = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, FILE_LIST)))
   stats = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, layout.STATS)))
   counters = _counters(result)

@@ -2,9 +2,10 @@
 
 Run membership must not depend on bundling, worker count or runner, so it is a pure function of
 the documents: each document gets a sort key sha256(url) (ties, i.e. duplicate URLs, broken by
-sha256 of the text) and a bucket = key mod `run_buckets`. A GroupByKey per (split, bucket) sorts
-its documents by key and cuts them into runs of `docs_per_run`; each run is concatenated (EOS after
-every document) and cut into examples. Example ids are `<split>-<bucket>-<run>-<example>` with
+sha256 of the text) and a bucket = key mod `run_buckets`. A grouping per (split, bucket)
+(grouping.GroupSorted: Beam's shuffle or spill files) sorts its documents by key and cuts them
+into runs of `docs_per_run`; each run is concatenated (EOS after every document) and cut into
+examples. Example ids are `<split>-<bucket>-<run>-<example>` with
 fixed widths, so sorting ids sorts examples. Only the last run of each bucket can be short; at C4
 scale pick run_buckets so that a bucket holds thousands of documents (e.g. 16384 for C4 en).
 
@@ -14,9 +15,11 @@ subset); the bytes left out are counted (`bytes_not_sampled`), never silently lo
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import apache_beam as beam
 
+from beam_pipeline import grouping as grouping_lib
 from neural_compression import corpus
 from neural_compression import examples as ex
 
@@ -73,10 +76,12 @@ class _CutRunsFn(beam.DoFn):
     self._eos = counter("eos_symbols")
 
   def process(self, keyed):
-    (split, bucket), docs = keyed
-    docs = sorted(docs)
-    for run_index, start in enumerate(range(0, len(docs), self._docs_per_run)):
-      members = [text for _, text in docs[start:start + self._docs_per_run]]
+    (split, bucket), docs = keyed  # sorted by key (GroupSorted), maybe a stream
+    docs = iter(docs)
+    for run_index in itertools.count():
+      members = [text for _, text in itertools.islice(docs, self._docs_per_run)]
+      if not members:
+        return
       self._runs.inc()
       self._documents.inc(len(members))
       self._eos.inc(len(members))
@@ -100,12 +105,15 @@ class DocumentsToExamples(beam.PTransform):
     run_buckets: independent groups that runs are formed in (parallelism at scale).
     validation_percent: share of documents (by URL hash) in the validation split.
     fixed_split: put every document in this split instead (for a separate validation input).
+    grouping: gathers and sorts each bucket's documents (grouping.GroupSorted; default:
+      Beam's GroupByKey).
   """
 
   def __init__(self, docs_per_run: int = ex.DOCS_PER_RUN,
                example_bytes: int = ex.EXAMPLE_SYMBOLS, examples_per_run: int = 0,
                run_buckets: int = 1, validation_percent: int = corpus.VALIDATION_PERCENT,
-               fixed_split: str | None = None):
+               fixed_split: str | None = None,
+               grouping: grouping_lib.GroupSorted | None = None):
     super().__init__()
     for name, value, low in (("docs_per_run", docs_per_run, 1), ("example_bytes", example_bytes, 1),
                              ("examples_per_run", examples_per_run, 0),
@@ -116,9 +124,10 @@ class DocumentsToExamples(beam.PTransform):
       raise ValueError(f"fixed_split must be one of {corpus.SPLITS}, got {fixed_split!r}")
     self._key = _KeyBySplitAndBucket(run_buckets, validation_percent, fixed_split)
     self._cut = _CutRunsFn(docs_per_run, example_bytes, examples_per_run)
+    self._grouping = grouping or grouping_lib.GroupSorted("beam")
 
   def expand(self, docs):
     return (docs
             | "SplitAndBucket" >> beam.ParDo(self._key)
-            | "GroupBuckets" >> beam.GroupByKey()
+            | "GroupBuckets" >> self._grouping
             | "CutRuns" >> beam.ParDo(self._cut))

@@ -1,20 +1,21 @@
 """Deterministic, atomic TFRecord shards, and the run's stats.
 
 Records go to shard sha256(sort_key) mod num_shards; each shard's records are sorted by key before
-writing, so a shard's bytes depend only on its contents, never on bundling, worker count or
-runner. A shard is written atomically (output_dir.write_file), so readers never see a partial file and
-a retried bundle replaces its own output with identical bytes.
+writing (grouping.GroupSorted, through Beam's shuffle or spill files), so a shard's bytes depend
+only on its contents, never on bundling, worker count, runner or shuffle. A shard is written
+atomically as its records stream in (output_dir.atomic_writer), so readers never see a partial
+file and a retried bundle replaces its own output with identical bytes.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import posixpath
 
 import apache_beam as beam
 from apache_beam.io import tfrecordio
 
+from beam_pipeline import grouping as grouping_lib
 from beam_pipeline import output_dir as output_dir_lib
 from neural_compression import output_layout as layout
 from neural_compression import run_manifest as rm
@@ -26,15 +27,22 @@ def shard_of(sort_key: str, num_shards: int) -> int:
   return int.from_bytes(hashlib.sha256(sort_key.encode()).digest()[:8], "big") % num_shards
 
 
-def tfrecord_bytes(records: list[bytes]) -> bytes:
-  """The TFRecord file holding `records` in order (length, masked CRC32C, data, masked CRC32C)."""
-  out = io.BytesIO()
-  for record in records:
-    tfrecordio._TFRecordUtil.write_record(out, record)  # pylint: disable=protected-access
-  return out.getvalue()
+class _HashingWriter:
+  """Passes bytes on to a file, keeping their sha256 and count."""
+
+  def __init__(self, f):
+    self._f = f
+    self.sha256 = hashlib.sha256()
+    self.bytes = 0
+
+  def write(self, data: bytes) -> None:
+    self._f.write(data)
+    self.sha256.update(data)
+    self.bytes += len(data)
 
 
 class _WriteShardFn(beam.DoFn):
+  """Writes one shard from its records sorted by key, as they stream in (atomically)."""
 
   def __init__(self, output_dir: str, num_shards: int):
     self._output_dir = output_dir
@@ -42,37 +50,44 @@ class _WriteShardFn(beam.DoFn):
 
   def process(self, keyed):
     (slug, split, shard), items = keyed
-    items = sorted(items)
-    keys = [k for k, _ in items]
-    if len(set(keys)) != len(keys):
-      raise ValueError(f"duplicate record keys in {slug}/{split} shard {shard}")
-    data = tfrecord_bytes([record for _, record in items])
     path = posixpath.join(layout.method_dir(self._output_dir, slug, split),
                           layout.shard_name(shard, self._num_shards))
-    output_dir_lib.write_file(path, data)
-    beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(len(items))
+    count, previous = 0, None
+    with output_dir_lib.atomic_writer(path) as f:
+      out = _HashingWriter(f)
+      for key, record in items:  # sorted by key
+        if key == previous:
+          raise ValueError(f"duplicate record keys in {slug}/{split} shard {shard}: {key}")
+        tfrecordio._TFRecordUtil.write_record(out, record)  # pylint: disable=protected-access
+        previous, count = key, count + 1
+    beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(count)
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "files_written").inc()
     yield {"path": rm.relative_path(self._output_dir, path),
-           "method": slug, "split": split, "records": len(items), "bytes": len(data),
-           "sha256": hashlib.sha256(data).hexdigest()}
+           "method": slug, "split": split, "records": count, "bytes": out.bytes,
+           "sha256": out.sha256.hexdigest()}
 
 
 class WriteShardedRecords(beam.PTransform):
-  """((slug, split), (sort_key, record)) -> written shards; outputs one file-info dict per file."""
+  """((slug, split), (sort_key, record)) -> written shards; outputs one file-info dict per file.
 
-  def __init__(self, output_dir: str, num_shards: int):
+  `grouping` gathers and sorts each shard's records (grouping.GroupSorted; default: Beam's
+  GroupByKey)."""
+
+  def __init__(self, output_dir: str, num_shards: int,
+               grouping: "grouping_lib.GroupSorted | None" = None):
     super().__init__()
     if num_shards < 1:
       raise ValueError(f"--num_shards must be >= 1, got {num_shards}")
     self._output_dir = output_dir
     self._num_shards = num_shards
+    self._grouping = grouping or grouping_lib.GroupSorted("beam")
 
   def expand(self, records):
     n = self._num_shards
     return (records
             | "KeyByShard" >> beam.Map(
                 lambda kv: ((kv[0][0], kv[0][1], shard_of(kv[1][0], n)), kv[1]))
-            | "GroupShards" >> beam.GroupByKey()
+            | "GroupShards" >> self._grouping
             | "WriteShards" >> beam.ParDo(_WriteShardFn(self._output_dir, n)))
 
 

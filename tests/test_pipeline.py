@@ -97,10 +97,22 @@ def test_verify_reports_a_corrupted_record(direct_run, tmp_path, c4_input):
   assert any(m["method"] == slug for m in result["mismatches"]), result["counters"]
 
 
+def test_the_local_runner_groups_through_spill_files_and_removes_them(direct_run):
+  out, manifest = direct_run
+  # --shuffle=auto on DirectRunner: documents and records went through spill files ...
+  assert manifest["counters"]["grouping/spill_files"] >= 2, manifest["counters"]
+  # ... which are gone with the staging directory, and no run file names them.
+  assert not list(out.rglob("*.spill")) and not list(out.glob(".staging-*"))
+  assert not any(".spill" in f["path"] for f in manifest["files"] + manifest["run_files"])
+
+
 @pytest.mark.parametrize("runner_args", [
     ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
     ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
-], ids=["direct_multiprocessing", "portable_embed"])
+    ["--shuffle=beam"],
+    ["--shuffle=files", "--shuffle_buffer_bytes=4096", "--direct_running_mode=multi_processing",
+     "--direct_num_workers=2"],
+], ids=["direct_multiprocessing", "portable_embed", "beam_shuffle", "files_4k_buffer_2_workers"])
 def test_runners_write_identical_files(direct_run, c4_input, tmp_path, runner_args):
   pattern, _ = c4_input
   out, _ = direct_run

@@ -1,0 +1,237 @@
+"""Group by key and sort each group, through Beam's shuffle or through files of our own.
+
+The job has two big groupings: documents into run buckets (`runs.py`) and records into shards
+(`write.py`). Both need each key's values sorted by a sort key, so that the output depends only on
+the values, never on bundling, worker count or runner. Two ways to do it, same result:
+
+- `beam`: a GroupByKey, then one worker sorts the key's values in memory. Right on Dataflow,
+  Flink and Spark, whose shuffles spill to their own storage.
+- `files`: each bundle buffers its values up to `buffer_bytes`, sorts them by (key, sort key) and
+  writes them as one spill file of framed, checksummed values; only the file's per-key segments
+  (path, offset, length, count) go through a GroupByKey. The consumer merges the key's sorted
+  segments as a stream (heapq.merge). Beam's local runners keep every stage's data in memory
+  between stages (the launcher holds it, then sends it to the workers); with `files` they carry
+  only segment names, so the job's memory no longer grows with the corpus.
+
+`auto` picks `files` on the local runners (DirectRunner, PortableRunner with
+--job_endpoint=embed) and `beam` elsewhere. Spill files live in the run's staging directory
+and go with it: a retried bundle writes new files (its failed attempt's segments are never
+emitted, so never read), and the job deletes the spill directory when the pipeline is done.
+
+A spill file is a sequence of frames: 4-byte big-endian payload length, 4-byte CRC-32 of the
+payload, payload = pickle of (sort_key, value). A reader checks every frame's CRC and each
+segment's byte length and value count, and fails the bundle on any mismatch: a corrupt or
+truncated spill file can never turn into silently wrong records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import os
+import pickle
+import posixpath
+import struct
+import uuid
+import zlib
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+
+SHUFFLES = ("auto", "beam", "files")
+# A bundle's values held in memory before they are written out as one spill file (bytes).
+DEFAULT_BUFFER_BYTES = 64 << 20
+SPILL_DIR = ".spill"
+GROUPING_NAMESPACE = "grouping"
+_FRAME = struct.Struct(">II")  # payload bytes, CRC-32 of the payload
+_LOCAL_RUNNERS = ("directrunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")
+
+
+class SpillCorruptError(RuntimeError):
+  """A spill file does not hold what its segment says (bad CRC, short, wrong count)."""
+
+
+def resolve_shuffle(shuffle: str, runner: str | None, job_endpoint: str | None) -> str:
+  """'auto' -> 'files' on Beam's local runners (whose shuffle is in memory), 'beam' elsewhere."""
+  if shuffle not in SHUFFLES:
+    raise ValueError(f"--shuffle must be one of {', '.join(SHUFFLES)}, got {shuffle!r}")
+  if shuffle != "auto":
+    return shuffle
+  name = (runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+  if name in _LOCAL_RUNNERS:
+    return "files"
+  if name in ("portablerunner", "portable") and job_endpoint == "embed":
+    return "files"
+  return "beam"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Segment:
+  """One key's values in a spill file: `length` bytes from byte `offset`, `count` values."""
+  path: str
+  offset: int
+  length: int
+  count: int
+
+
+def _open(path: str, mode: str):
+  if "://" in path:
+    return FileSystems.create(path) if mode == "wb" else FileSystems.open(path)
+  if mode == "wb":
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  return open(path, mode)  # pylint: disable=unspecified-encoding
+
+
+class _SpillFn(beam.DoFn):
+  """(key, (sort_key, value)) -> (key, Segment), one spill file per `buffer_bytes` of values."""
+
+  def __init__(self, spill_dir: str, buffer_bytes: int):
+    self._spill_dir = spill_dir
+    self._buffer_bytes = buffer_bytes
+
+  def setup(self):
+    counter = lambda name: beam.metrics.Metrics.counter(GROUPING_NAMESPACE, name)
+    self._files = counter("spill_files")
+    self._spilled_bytes = counter("spill_bytes")
+
+  def start_bundle(self):
+    self._buffer: dict = {}
+    self._held = 0
+
+  def process(self, keyed):
+    key, (sort_key, value) = keyed
+    payload = pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL)
+    self._buffer.setdefault(key, []).append(((sort_key, value), payload))
+    self._held += len(payload) + _FRAME.size
+    if self._held >= self._buffer_bytes:
+      yield from self._flush()
+
+  def finish_bundle(self):
+    for keyed_segment in self._flush():
+      yield window.GlobalWindows.windowed_value(keyed_segment)
+
+  def _flush(self):
+    if not self._buffer:
+      return
+    path = posixpath.join(self._spill_dir, f"{uuid.uuid4().hex}.spill")
+    segments, offset = [], 0
+    with _open(path, "wb") as f:
+      for key, items in self._buffer.items():
+        items.sort(key=lambda item: item[0])
+        start = offset
+        for _, payload in items:
+          f.write(_FRAME.pack(len(payload), zlib.crc32(payload)))
+          f.write(payload)
+          offset += _FRAME.size + len(payload)
+        segments.append((key, Segment(path, start, offset - start, len(items))))
+    self._files.inc()
+    self._spilled_bytes.inc(offset)
+    self._buffer, self._held = {}, 0
+    yield from segments
+
+
+class _SegmentReader:
+  """Reads a segment's bytes in chunks, opening the file once per chunk, so that merging
+  thousands of segments never holds thousands of open files."""
+
+  def __init__(self, segment: Segment, chunk_bytes: int):
+    self._segment = segment
+    self._next = segment.offset  # the file's next unread byte
+    self._end = segment.offset + segment.length
+    self._chunk_bytes = chunk_bytes
+    self._buffer = b""
+    self._position = 0
+
+  @property
+  def remaining(self) -> int:
+    """Bytes of the segment not yet returned."""
+    return len(self._buffer) - self._position + self._end - self._next
+
+  def read(self, size: int) -> bytes:
+    """Exactly `size` bytes; SpillCorruptError if the segment (or the file) ends before."""
+    if size > self.remaining:
+      raise SpillCorruptError(f"{self._segment.path}: the segment at {self._segment.offset} "
+                              f"ends inside a frame (a length field is corrupt)")
+    while len(self._buffer) - self._position < size:
+      step = min(max(self._chunk_bytes, size), self._end - self._next)
+      self._buffer = self._buffer[self._position:] + _read_at(self._segment.path, self._next, step)
+      self._position = 0
+      self._next += step
+    out = self._buffer[self._position:self._position + size]
+    self._position += size
+    return out
+
+
+def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
+  """Yields a segment's (sort_key, value) in order, checking each frame's CRC-32 and the
+  segment's byte length and value count; reads `chunk_bytes` at a time."""
+  reader = _SegmentReader(segment, chunk_bytes)
+  for index in range(segment.count):
+    size, crc = _FRAME.unpack(reader.read(_FRAME.size))
+    payload = reader.read(size)
+    if zlib.crc32(payload) != crc:
+      raise SpillCorruptError(f"{segment.path}: value {index} of the segment at "
+                              f"{segment.offset} fails its CRC-32")
+    yield pickle.loads(payload)
+  if reader.remaining:
+    raise SpillCorruptError(f"{segment.path}: the segment at {segment.offset} holds more than "
+                            f"the {segment.count} values written")
+
+
+def _read_at(path: str, offset: int, size: int) -> bytes:
+  with _open(path, "rb") as f:
+    f.seek(offset)
+    data = f.read(size)
+  if len(data) != size:
+    raise SpillCorruptError(f"{path}: {len(data)} bytes at {offset}, {size} expected (truncated)")
+  return data
+
+
+class MergedSegments:
+  """A key's values from its spill segments, iterated in sorted order as a stream (heapq.merge),
+  reading at most about `buffer_bytes` ahead in all. Re-iterable, and picklable as its list of
+  segments (should a runner ever encode it between stages)."""
+
+  def __init__(self, segments, buffer_bytes: int = DEFAULT_BUFFER_BYTES):
+    self.segments = sorted(segments)
+    self._buffer_bytes = buffer_bytes
+
+  def __iter__(self):
+    chunk = max(64 << 10, min(4 << 20, self._buffer_bytes // max(len(self.segments), 1)))
+    return heapq.merge(*(read_segment(s, chunk) for s in self.segments))
+
+
+class GroupSorted(beam.PTransform):
+  """PCollection[(key, (sort_key, value))] -> PCollection[(key, values sorted by (sort_key,
+  value))]; the values are a list (`beam`) or a MergedSegments stream (`files`).
+
+  Args:
+    shuffle: 'beam' or 'files' (see the module docstring; resolve 'auto' first).
+    spill_dir: where `files` writes its spill files (a directory the job deletes when done).
+    buffer_bytes: values a bundle holds before writing a spill file (bytes).
+  """
+
+  def __init__(self, shuffle: str = "beam", spill_dir: str | None = None,
+               buffer_bytes: int = DEFAULT_BUFFER_BYTES):
+    super().__init__()
+    if shuffle not in ("beam", "files"):
+      raise ValueError(f"GroupSorted shuffles through 'beam' or 'files', got {shuffle!r}")
+    if shuffle == "files" and not spill_dir:
+      raise ValueError("GroupSorted(shuffle='files') needs a spill_dir")
+    if buffer_bytes < 1:
+      raise ValueError(f"buffer_bytes must be >= 1, got {buffer_bytes}")
+    self._shuffle = shuffle
+    self._spill_dir = spill_dir
+    self._buffer_bytes = buffer_bytes
+
+  def expand(self, keyed):
+    if self._shuffle == "beam":
+      return (keyed
+              | "GroupByKey" >> beam.GroupByKey()
+              | "Sort" >> beam.MapTuple(lambda key, values: (key, sorted(values))))
+    buffer_bytes = self._buffer_bytes
+    return (keyed  # spill files have unique names: several GroupSorted may share a directory
+            | "Spill" >> beam.ParDo(_SpillFn(self._spill_dir, buffer_bytes))
+            | "GroupSegments" >> beam.GroupByKey()
+            | "Merge" >> beam.MapTuple(
+                lambda key, segments: (key, MergedSegments(segments, buffer_bytes))))

@@ -1,0 +1,116 @@
+"""GroupSorted: Beam's shuffle and spill files give the same sorted groups; spill files are
+checked frame by frame."""
+import pathlib
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
+
+from beam_pipeline import grouping
+
+
+def _keyed_values(count: int, seed: int) -> list:
+  """(key, (sort_key, value)) with repeated sort keys, values of varied size (bytes under
+  'train' keys, str under 'validation' keys: one key's values must compare)."""
+  rng = random.Random(seed)
+  out = []
+  for i in range(count):
+    key = ("train" if i % 3 else "validation", rng.randrange(5))
+    sort_key = rng.randbytes(rng.choice([1, 2, 8]))  # short keys: many ties
+    value = rng.randbytes(rng.randrange(0, 3000)) if i % 3 else "é" * rng.randrange(50)
+    out.append((key, (sort_key, value)))
+  return out
+
+
+def _grouped(elements, transform, runner_args=()):
+  with test_pipeline.TestPipeline(argv=list(runner_args)) as p:
+    groups = (p | beam.Create(elements) | transform
+              | beam.MapTuple(lambda key, values: (key, list(values))))
+    expected = {}
+    for key, item in elements:
+      expected.setdefault(key, []).append(item)
+    assert_that(groups, equal_to([(k, sorted(v)) for k, v in expected.items()]))
+
+
+@pytest.mark.parametrize("buffer_bytes", [1, 5000, grouping.DEFAULT_BUFFER_BYTES])
+def test_spill_files_give_the_groups_beam_gives_each_sorted(tmp_path, buffer_bytes):
+  elements = _keyed_values(400, seed=buffer_bytes)
+  _grouped(elements, grouping.GroupSorted("files", str(tmp_path / "spill"), buffer_bytes))
+  _grouped(elements, grouping.GroupSorted("beam"))
+  spilled = list((tmp_path / "spill").glob("*.spill"))
+  # buffer 1 byte: one file per value; the default: one file per bundle.
+  assert len(spilled) >= (400 if buffer_bytes == 1 else 1)
+
+
+def test_spill_files_with_two_worker_processes(tmp_path):
+  elements = _keyed_values(200, seed=3)
+  _grouped(elements, grouping.GroupSorted("files", str(tmp_path / "spill"), 2000),
+           ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+
+
+def _spill(tmp_path, items, buffer_bytes=1 << 20):
+  """Runs the spill DoFn by hand on one bundle; returns its (key, Segment)s."""
+  fn = grouping._SpillFn(str(tmp_path), buffer_bytes)  # pylint: disable=protected-access
+  fn.setup()
+  fn.start_bundle()
+  out = [kv for item in items for kv in fn.process(item)]
+  return out + [wv.value for wv in fn.finish_bundle()]
+
+
+def test_a_segment_reads_back_sorted_in_any_chunk_size(tmp_path):
+  items = [("k", (bytes([i % 7]), b"x" * i)) for i in range(60)]
+  [(key, segment)] = _spill(tmp_path, items)
+  for chunk in (1, 7, 100, 1 << 20):
+    assert list(grouping.read_segment(segment, chunk)) == sorted(v for _, v in items), chunk
+  assert segment.count == 60 and segment.length == pathlib.Path(segment.path).stat().st_size
+
+
+@pytest.mark.parametrize("damage", ["flip_payload_byte", "flip_length_byte", "truncate",
+                                    "count_too_high", "count_too_low"])
+def test_a_damaged_spill_file_is_refused_never_read_as_values(tmp_path, damage):
+  import dataclasses
+  [(_, segment)] = _spill(tmp_path, [("k", (b"%03d" % i, b"v" * 40)) for i in range(20)])
+  path = pathlib.Path(segment.path)
+  data = bytearray(path.read_bytes())
+  if damage == "flip_payload_byte":
+    data[len(data) // 2] ^= 0x10
+  elif damage == "flip_length_byte":
+    data[2] ^= 0x01  # the first frame's length field
+  elif damage == "truncate":
+    data = data[:-5]
+  path.write_bytes(bytes(data))
+  if damage == "count_too_high":
+    segment = dataclasses.replace(segment, count=segment.count + 1)
+  elif damage == "count_too_low":
+    segment = dataclasses.replace(segment, count=segment.count - 1)
+  with pytest.raises(grouping.SpillCorruptError):
+    list(grouping.read_segment(segment, 64))
+
+
+def test_merged_segments_stream_in_order_and_pickle_as_their_segments(tmp_path):
+  import pickle
+  rng = random.Random(5)
+  segments = []
+  for bundle in range(4):
+    items = [("k", (rng.randbytes(4), b"%d" % bundle)) for _ in range(50)]
+    segments += [s for _, s in _spill(tmp_path / str(bundle), items, buffer_bytes=400)]
+  merged = grouping.MergedSegments(segments, buffer_bytes=1000)
+  values = list(merged)
+  assert len(values) == 200 and values == sorted(values)
+  assert list(pickle.loads(pickle.dumps(merged))) == values  # re-iterable after pickling
+
+
+@pytest.mark.parametrize("runner, endpoint, resolved", [
+    (None, None, "files"), ("DirectRunner", None, "files"),
+    ("apache_beam.runners.direct.direct_runner.DirectRunner", None, "files"),
+    ("PortableRunner", "embed", "files"), ("PortableRunner", "localhost:8099", "beam"),
+    ("DataflowRunner", None, "beam"), ("FlinkRunner", None, "beam"), ("SparkRunner", None, "beam"),
+])
+def test_auto_spills_only_on_the_local_runners(runner, endpoint, resolved):
+  assert grouping.resolve_shuffle("auto", runner, endpoint) == resolved
+  assert grouping.resolve_shuffle("beam", runner, endpoint) == "beam"
+  with pytest.raises(ValueError, match="--shuffle"):
+    grouping.resolve_shuffle("disk", runner, endpoint)
