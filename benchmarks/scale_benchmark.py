@@ -1,24 +1,29 @@
 """The scale path: peak memory of the launcher and the workers as the corpus grows, one run.
 
-  python benchmarks/scale_benchmark.py [--scales 1,2,4] [--workers 2]
+  python benchmarks/scale_benchmark.py [--scales 1,2,4] [--workers 2] [--shuffles files,beam]
+      [--examples_per_run 0]
 
 Builds corpora of k times the default corpus (its 249 documents repeated with distinct URLs,
 read at run time from the pinned package, written as C4 JSON shards), runs the job on each in a
 subprocess (DirectRunner, multi_processing with --workers worker processes) with budgets that do
-not grow with the corpus (--spm_train_bytes, examples per run, run buckets and shards scaled
-with k so that each key's work stays the same), and samples the peak RSS (VmHWM) of the launcher
-and of every worker process. Prints them side by side per scale, with each run's artifact
-checksums: the same k run with one in-process worker must give the same artifacts.
+not grow with the corpus (--spm_train_bytes; run buckets and shards scaled with k so that each
+key's work stays the same; every example compressed unless --examples_per_run says
+otherwise), and samples the peak RSS (VmHWM) of the launcher and of every worker process.
+Prints them side by side per scale, with each run's artifact checksums: the same k run with one in-process worker must give the same artifacts.
 
-What grows and what does not: our own state is bounded (the unigram counts, the document
-fingerprints, the SentencePiece sample of at most --spm_train_bytes, one batch and the models per
-worker); Beam's local runner keeps the data between stages in memory, which Dataflow keeps in
-its shuffle service, so the local launcher's peak also reflects the corpus size.
+The whole job runs once per --shuffles mode: `files` (what --shuffle=auto picks on the local
+runner: documents and records grouped through spill files) and `beam` (GroupByKey). Our own
+state is bounded (the unigram counts, the document fingerprints, the SentencePiece sample of at
+most --spm_train_bytes, one batch, a spill buffer and the models per worker); Beam's local runner
+keeps the data between stages in memory (Dataflow keeps it in its shuffle service), so with
+`beam` the local job's peak grows with the corpus, and with `files` it must not. Both modes must
+write the same records (their shard checksums are compared).
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import pathlib
@@ -31,6 +36,11 @@ from neural_compression import corpus
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 METHODS = "bytes,static_ac:v256,gzip:v256,spm:v8k"
+
+
+def _records_checksum(manifest: dict) -> str:
+  return hashlib.sha256("".join(sorted(f["path"] + f["sha256"] for f in manifest["files"]))
+                        .encode()).hexdigest()[:12]
 
 
 def write_corpus(directory: pathlib.Path, copies: int, shards_per_copy: int = 4) -> int:
@@ -114,22 +124,35 @@ def main() -> None:
   parser.add_argument("--scales", default="1,2,4")
   parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--spm_train_bytes", type=int, default=2_000_000)
+  parser.add_argument("--examples_per_run", type=int, default=0,
+                      help="0 compresses every example (default), K the first K of each run")
+  parser.add_argument("--shuffles", default="files,beam",
+                      help="--shuffle modes to run the whole job with, each at every scale")
   args = parser.parse_args()
+  shuffles = args.shuffles.split(",")
   root = pathlib.Path(tempfile.mkdtemp(prefix="scale_bench_"))
   rows = []
   for k in (int(s) for s in args.scales.split(",")):
     nbytes = write_corpus(root / f"c4_{k}x", k)
     common = ["--source=c4_json", f"--input={root / f'c4_{k}x'}/c4-train.*.json.gz",
               f"--methods={METHODS}", f"--spm_train_bytes={args.spm_train_bytes}",
-              "--examples_per_run=2", f"--run_buckets={k}", f"--num_shards={4 * k}"]
-    multi = run_job([*common, f"--output_dir={root / f'run_{k}x'}",
-                     "--direct_running_mode=multi_processing",
-                     f"--direct_num_workers={args.workers}"])
+              f"--examples_per_run={args.examples_per_run}", f"--run_buckets={k}",
+              f"--num_shards={4 * k}"]
+    jobs, checksums = {}, {}
+    for shuffle in shuffles:
+      out = root / f"run_{k}x_{shuffle}"
+      jobs[shuffle] = run_job([*common, f"--output_dir={out}", f"--shuffle={shuffle}",
+                               "--direct_running_mode=multi_processing",
+                               f"--direct_num_workers={args.workers}"])
+      checksums[shuffle] = _records_checksum(json.loads((out / "manifest.json").read_text()))
     estimate = run_job([*common, f"--output_dir={root / f'estimate_{k}x'}",
                         "--direct_running_mode=multi_processing",
                         f"--direct_num_workers={args.workers}"], estimate_only=True)
-    manifest = json.loads((root / f"run_{k}x" / "manifest.json").read_text())
-    row = {"k": k, "corpus_mb": nbytes / 1e6, **multi,
+    manifest = json.loads((root / f"run_{k}x_{shuffles[0]}" / "manifest.json").read_text())
+    row = {"k": k, "corpus_mb": nbytes / 1e6,
+           **{f"{mode}_{key}": value for mode, job in jobs.items() for key, value in job.items()},
+           "records": checksums[shuffles[0]],
+           "same_records_every_shuffle": len(set(checksums.values())) == 1,
            "estimate_launcher_mb": estimate["launcher_mb"],
            "estimate_worker_mb": estimate["worker_mb"], "estimate_seconds": estimate["seconds"],
            "documents": manifest["counters"]["sources/documents_read"],
@@ -146,22 +169,30 @@ def main() -> None:
     print(json.dumps(row), flush=True)
   print()
   print("peak RSS in MB; 'estimate' = the artifact estimation alone (combines + SentencePiece), "
-        "'job' = the whole job on Beam's local runner")
+        "'<shuffle> job' = the whole job on Beam's local runner with --shuffle=<shuffle>")
+  job_heads = "".join(f" {mode + ' job s':>12s} {mode + ' launcher':>14s} {mode + ' worker':>12s}"
+                      for mode in shuffles)
   print(f"{'scale':>5s} {'corpus MB':>9s} {'docs':>6s} {'spm sample MB':>13s} "
-        f"{'estimate launcher':>17s} {'estimate worker':>15s} {'job s':>6s} "
-        f"{'job launcher':>12s} {'job worker':>10s} {'unigram':>12s} {'spm':>12s}")
+        f"{'estimate launcher':>17s} {'estimate worker':>15s}{job_heads} {'records':>12s} "
+        f"{'unigram':>12s} {'spm':>12s}")
   for r in rows:
+    jobs = "".join(f" {r[mode + '_seconds']:12.1f} {r[mode + '_launcher_mb']:14.0f} "
+                   f"{r[mode + '_worker_mb']:12.0f}" for mode in shuffles)
     print(f"{r['k']:>4d}x {r['corpus_mb']:9.1f} {r['documents']:6d} {r['spm_sample_mb']:13.2f} "
-          f"{r['estimate_launcher_mb']:17.0f} {r['estimate_worker_mb']:15.0f} "
-          f"{r['seconds']:6.1f} {r['launcher_mb']:12.0f} {r['worker_mb']:10.0f} "
-          f"{r['unigram']:>12s} {r['spm']:>12s}")
+          f"{r['estimate_launcher_mb']:17.0f} {r['estimate_worker_mb']:15.0f}{jobs} "
+          f"{r['records']:>12s} {r['unigram']:>12s} {r['spm']:>12s}")
   first, last = rows[0], rows[-1]
   ratio = lambda key: last[key] / max(first[key], 1e-9)
   print(f"\ncorpus x{last['corpus_mb'] / first['corpus_mb']:.1f}: artifact estimation peak "
         f"x{ratio('estimate_launcher_mb'):.2f} launcher, x{ratio('estimate_worker_mb'):.2f} "
-        "workers (bound: flat, x1.0 up to noise); whole job on the local runner "
-        f"x{ratio('launcher_mb'):.2f} launcher, x{ratio('worker_mb'):.2f} workers (the local "
-        "runner holds each stage's data in memory; Dataflow's shuffle does not)")
+        "workers (bound: flat, x1.0 up to noise)")
+  for mode in shuffles:
+    bound = ("bound: flat, x1.0 up to noise" if mode == "files" else
+             "the local runner holds each stage's data in memory; Dataflow's shuffle does not")
+    print(f"whole job, --shuffle={mode}: x{ratio(mode + '_launcher_mb'):.2f} launcher, "
+          f"x{ratio(mode + '_worker_mb'):.2f} workers ({bound})")
+  print("records identical with every --shuffle at every scale: "
+        f"{all(r['same_records_every_shuffle'] for r in rows)}")
   if "same_artifacts_1_worker" in first:
     print(f"artifacts identical with 1 in-process worker and {args.workers} worker processes: "
           f"{first['same_artifacts_1_worker']}")
