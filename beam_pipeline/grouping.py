@@ -101,8 +101,12 @@ class _SpillFn(beam.DoFn):
   def process(self, keyed):
     key, (sort_key, value) = keyed
     payload = pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL)
-    self._buffer.setdefault(key, []).append(((sort_key, value), payload))
-    self._held += len(payload) + _FRAME.size
+    # Keyed by the key's pickle, not by ==: 1, 1.0 and True are three keys to a GroupByKey
+    # (their encodings differ). A key split over two entries only makes two segments.
+    entry = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
+    self._buffer.setdefault(entry, (key, []))[1].append(((sort_key, value), payload))
+    # The buffer keeps both the payload and the (sort_key, value) it pickles.
+    self._held += 2 * len(payload) + _FRAME.size
     if self._held >= self._buffer_bytes:
       yield from self._flush()
 
@@ -116,7 +120,7 @@ class _SpillFn(beam.DoFn):
     path = posixpath.join(self._spill_dir, f"{uuid.uuid4().hex}.spill")
     segments, offset = [], 0
     with _open(path, "wb") as f:
-      for key, items in self._buffer.items():
+      for key, items in self._buffer.values():
         items.sort(key=lambda item: item[0])
         start = offset
         for _, payload in items:

@@ -462,8 +462,9 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
   build(p, opts, specs, artifacts, staging, shuffle_of(pipeline_options, opts))
   result = p.run()
   result.wait_until_finish()
-  if FileSystems.exists(spill_dir(staging)):  # no longer needed: free the disk before the switch
-    output_dir_lib.remove_tree(spill_dir(staging))
+  # No longer needed: free the disk before the switch. Not behind FileSystems.exists(dir): on an
+  # object store a directory is a prefix, never an object, and exists() says False.
+  output_dir_lib.remove_tree(spill_dir(staging))
   files = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, FILE_LIST)))
   stats = json.loads(artifacts_lib.read_bytes(posixpath.join(staging, layout.STATS)))
   counters = _counters(result)

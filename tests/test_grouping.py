@@ -114,3 +114,14 @@ def test_auto_spills_only_on_the_local_runners(runner, endpoint, resolved):
   assert grouping.resolve_shuffle("beam", runner, endpoint) == "beam"
   with pytest.raises(ValueError, match="--shuffle"):
     grouping.resolve_shuffle("disk", runner, endpoint)
+
+
+def test_files_mode_keeps_apart_the_keys_group_by_key_keeps_apart(tmp_path):
+  # 1, 1.0 and True are == in Python but three keys to Beam (their encodings differ).
+  elements = [(1, (b"a", b"x")), (1.0, (b"b", b"y")), (True, (b"c", b"z"))]
+  for transform in (grouping.GroupSorted("beam"),
+                    grouping.GroupSorted("files", str(tmp_path / "spill"))):
+    with test_pipeline.TestPipeline() as p:
+      groups = (p | beam.Create(elements) | transform
+                | beam.MapTuple(lambda key, values: (repr(key), list(values))))
+      assert_that(groups, equal_to([(repr(k), [v]) for k, v in elements]))
