@@ -122,16 +122,25 @@ class _SpillFn(beam.DoFn):
     with _open(path, "wb") as f:
       for key, items in self._buffer.values():
         items.sort(key=lambda item: item[0])
-        start = offset
-        for _, payload in items:
-          f.write(_FRAME.pack(len(payload), zlib.crc32(payload)))
-          f.write(payload)
-          offset += _FRAME.size + len(payload)
-        segments.append((key, Segment(path, start, offset - start, len(items))))
+        segment = _write_segment(f, path, offset, (payload for _, payload in items))
+        segments.append((key, segment))
+        offset += segment.length
     self._files.inc()
     self._spilled_bytes.inc(offset)
     self._buffer, self._held = {}, 0
     yield from segments
+
+
+def _write_segment(f, path: str, offset: int, payloads) -> Segment:
+  """Writes `payloads` (pickles, in order) as frames into the open file `f` of `path`, whose
+  next byte is `offset`; returns their Segment."""
+  length = count = 0
+  for payload in payloads:
+    f.write(_FRAME.pack(len(payload), zlib.crc32(payload)))
+    f.write(payload)
+    length += _FRAME.size + len(payload)
+    count += 1
+  return Segment(path, offset, length, count)
 
 
 class _SegmentReader:
@@ -166,8 +175,8 @@ class _SegmentReader:
     return out
 
 
-def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
-  """Yields a segment's (sort_key, value) in order, checking each frame's CRC-32 and the
+def _read_frames(segment: Segment, chunk_bytes: int):
+  """Yields a segment's payloads (pickles) in order, checking each frame's CRC-32 and the
   segment's byte length and value count; reads `chunk_bytes` at a time."""
   reader = _SegmentReader(segment, chunk_bytes)
   for index in range(segment.count):
@@ -176,10 +185,16 @@ def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
     if zlib.crc32(payload) != crc:
       raise SpillCorruptError(f"{segment.path}: value {index} of the segment at "
                               f"{segment.offset} fails its CRC-32")
-    yield pickle.loads(payload)
+    yield payload
   if reader.remaining:
     raise SpillCorruptError(f"{segment.path}: the segment at {segment.offset} holds more than "
                             f"the {segment.count} values written")
+
+
+def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
+  """Yields a segment's (sort_key, value) in order, checking each frame's CRC-32 and the
+  segment's byte length and value count; reads `chunk_bytes` at a time."""
+  return map(pickle.loads, _read_frames(segment, chunk_bytes))
 
 
 def _read_at(path: str, offset: int, size: int) -> bytes:
@@ -191,18 +206,49 @@ def _read_at(path: str, offset: int, size: int) -> bytes:
   return data
 
 
+# The least a segment reader reads at a time (bytes): smaller chunks cost a file open each.
+_MIN_CHUNK_BYTES = 64 << 10
+
+
 class MergedSegments:
   """A key's values from its spill segments, iterated in sorted order as a stream (heapq.merge),
   reading at most about `buffer_bytes` ahead in all. Re-iterable, and picklable as its list of
-  segments (should a runner ever encode it between stages)."""
+  segments (should a runner ever encode it between stages).
+
+  A merge reads ahead at least 64 KiB per segment, so it merges at most `buffer_bytes // 64 KiB`
+  segments at once (its fan-in); a key with more is first merged in passes, each writing runs of
+  fan-in segments into one new segment (next to the first one's file, so in the job's spill
+  directory), until one merge is left. The values and their order are the same either way.
+  """
 
   def __init__(self, segments, buffer_bytes: int = DEFAULT_BUFFER_BYTES):
     self.segments = sorted(segments)
     self._buffer_bytes = buffer_bytes
 
+  @property
+  def fan_in(self) -> int:
+    """Segments merged at once (at least 2)."""
+    return max(2, self._buffer_bytes // _MIN_CHUNK_BYTES)
+
   def __iter__(self):
-    chunk = max(64 << 10, min(4 << 20, self._buffer_bytes // max(len(self.segments), 1)))
-    return heapq.merge(*(read_segment(s, chunk) for s in self.segments))
+    segments = self.segments
+    while len(segments) > self.fan_in:
+      segments = [self._merge_into_file(segments[i:i + self.fan_in])
+                  for i in range(0, len(segments), self.fan_in)]
+    return map(lambda item: item[0], self._merge(segments))
+
+  def _merge(self, segments):
+    """(value, payload) of `segments` merged in order, reading each `chunk` bytes at a time."""
+    chunk = max(_MIN_CHUNK_BYTES, min(4 << 20, self._buffer_bytes // max(len(segments), 1)))
+    decoded = (((pickle.loads(p), p) for p in _read_frames(s, chunk)) for s in segments)
+    return heapq.merge(*decoded, key=lambda item: item[0])
+
+  def _merge_into_file(self, segments) -> Segment:
+    if len(segments) == 1:
+      return segments[0]
+    path = posixpath.join(posixpath.dirname(segments[0].path), f"{uuid.uuid4().hex}.merged.spill")
+    with _open(path, "wb") as f:
+      return _write_segment(f, path, 0, (payload for _, payload in self._merge(segments)))
 
 
 class GroupSorted(beam.PTransform):

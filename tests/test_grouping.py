@@ -103,6 +103,35 @@ def test_merged_segments_stream_in_order_and_pickle_as_their_segments(tmp_path):
   assert list(pickle.loads(pickle.dumps(merged))) == values  # re-iterable after pickling
 
 
+def test_a_key_with_more_segments_than_the_fan_in_merges_in_passes(tmp_path, monkeypatch):
+  import heapq
+  rng = random.Random(9)
+  items = [("k", (rng.randbytes(3), rng.randbytes(rng.randrange(1, 40)))) for _ in range(300)]
+  segments = [s for _, s in _spill(tmp_path, items, buffer_bytes=300)]
+  arities = []
+  real_merge = heapq.merge
+  monkeypatch.setattr(grouping.heapq, "merge",
+                      lambda *its, **kw: arities.append(len(its)) or real_merge(*its, **kw))
+  merged = grouping.MergedSegments(segments, buffer_bytes=3 * (64 << 10))
+  assert merged.fan_in == 3 and len(segments) > 3 ** 3  # at least four passes
+  values = list(merged)
+  assert values == sorted(v for _, v in items)
+  assert max(arities) == 3  # never more segments read ahead at once than the fan-in
+  assert list(tmp_path.glob("*.merged.spill"))  # the passes wrote beside the spill files
+  assert list(merged) == values  # re-iterable
+
+
+def test_a_damaged_segment_is_refused_inside_a_merge_pass(tmp_path):
+  items = [("k", (b"%03d" % i, b"v" * 40)) for i in range(40)]
+  segments = [s for _, s in _spill(tmp_path, items, buffer_bytes=200)]
+  path = pathlib.Path(segments[-1].path)
+  data = bytearray(path.read_bytes())
+  data[-3] ^= 0x01
+  path.write_bytes(bytes(data))
+  with pytest.raises(grouping.SpillCorruptError):
+    list(grouping.MergedSegments(segments, buffer_bytes=1))
+
+
 @pytest.mark.parametrize("runner, endpoint, resolved", [
     (None, None, "files"), ("DirectRunner", None, "files"),
     ("apache_beam.runners.direct.direct_runner.DirectRunner", None, "files"),
