@@ -74,6 +74,9 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
         if node < 0:
           break
         progressed = True
+        nxt = sym_off[row] + st[row, 5] + st[row, 4]  # the symbol coded now
+        if nxt + 1 < sym_off[row + 1]:
+          pc.prefetch_next_cdf(table, cdf_table, node, symbols[nxt], symbols[nxt + 1])
         out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
             row, cdf_table[node], symbols, sym_off[row], sym_off[row + 1], st, hi, step_counts,
             excluded, strad, out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p,

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -50,6 +54,35 @@ def _find(table, key):
       return table[i] & _CHILD_MASK
     i = (i + 1) & mask
   return -1
+
+
+@intrinsic
+def _prefetch_2d(typingctx, array, i, j):  # pylint: disable=unused-argument
+  """Hints the CPU to load array[i, j]'s cache line (LLVM's llvm.prefetch: read, keep in every
+  level). Only a hint: no value changes, and it never faults. numba.extending.intrinsic is
+  public API; cgutils (the item pointer) is numba's own codegen helper, not public."""
+  def codegen(context, builder, signature, args):
+    array_type = signature.args[0]
+    data = context.make_array(array_type)(context, builder, args[0])
+    pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1], args[2]])
+    i8_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8_pointer, i32, i32, i32]),
+        "llvm.prefetch.p0i8")
+    builder.call(prefetch, [builder.bitcast(pointer, i8_pointer), ir.Constant(i32, 0),
+                            ir.Constant(i32, 3), ir.Constant(i32, 1)])
+    return context.get_dummy_value()
+  return types.void(array, i, j), codegen
+
+
+@_jit
+def prefetch_next_cdf(table, cdf_table, node, symbol, next_symbol):
+  """Where the context `node` + `symbol` is cached, starts loading the CDF entry its row will
+  read next (cdf_table[child, next_symbol]), so that the miss overlaps the coder's work on
+  `symbol`. Changes nothing."""
+  child = _find(table, node * _SYMBOL_SLOTS + symbol)
+  if child >= 0:
+    _prefetch_2d(cdf_table, np.int64(child), np.int64(next_symbol))
 
 
 @_jit
