@@ -14,6 +14,7 @@ from neural_compression.methods import arithmetic as acc
 from neural_compression.coding import cdf_models
 from neural_compression import examples as ex
 from neural_compression.m1 import engine as ee
+from neural_compression.m1.engine.compiled_forward import INT_GEMM_MAX_ROWS
 from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni
 from tests import m1_test_checkpoints as ckpts
@@ -79,6 +80,32 @@ def test_cache_eviction_and_row_limits_do_not_change_any_cdf(checkpoint, context
   assert model.stats["evictions"] > evictions
   for g, w in zip(got, want * 3):
     np.testing.assert_array_equal(g.tokens, w.tokens)
+
+
+def test_the_hash_table_grows_with_the_nodes_and_finds_every_one(checkpoint):
+  """The table starts small and doubles as nodes arrive (then eviction takes over at the
+  budget): the tokens equal those of a model whose table had its full size from the start, and
+  without evictions so do the positions computed (a node lost by a regrowth would be computed
+  again; with evictions, which nodes go depends on when each model ran out of room)."""
+  docs = [d["text"] for d in corpus_gen.make_documents(12, seed=22)]
+  examples = list(ex.examples_from_documents(docs, example_symbols=300))[:40]
+  node_bytes = ee.load_exact_model(checkpoint).cache.node_bytes
+  for nodes in (40_000, 5_000):  # room to spare; the budget reached after two regrowths
+    growing = ee.load_exact_model(checkpoint, max_cache_bytes=node_bytes * nodes)
+    full = ee.load_exact_model(checkpoint, max_cache_bytes=node_bytes * nodes)
+    first_slots = growing.cache.table.shape[0]
+    full.cache.make_room(full.cache.capacity - full.cache.num_nodes, np.zeros(0, np.int64))
+    assert full.cache.room == full.cache.capacity and full.cache.evictions == 0
+    got = acc.EqualInfoACCompressor(growing, 128, 16).encode_batch(examples)
+    want = acc.EqualInfoACCompressor(full, 128, 16).encode_batch(examples)
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g.tokens, w.tokens)
+    assert growing.cache.table.shape[0] >= 4 * first_slots
+    if nodes == 5_000:
+      assert growing.stats["evictions"] > 0 and full.stats["evictions"] > 0
+    else:
+      assert growing.stats["evictions"] == full.stats["evictions"] == 0
+      assert growing.stats["computed"] == full.stats["computed"] == growing.cache.num_nodes
 
 
 def test_a_cache_below_its_minimum_is_refused(checkpoint):
@@ -317,14 +344,15 @@ def _adversarial_arrays(arrays):
 
 
 @pytest.mark.parametrize("adversarial", [False, True])
-@pytest.mark.parametrize("rows,history", [(1, 0), (1, 9), (5, 1), (32, 12), (33, 12), (64, 40),
+@pytest.mark.parametrize("rows,history", [(1, 0), (1, 9), (5, 1), (INT_GEMM_MAX_ROWS, 12),
+                                          (INT_GEMM_MAX_ROWS + 1, 12), (32, 12), (64, 40),
                                           (300, 17), (3, 600),
                                           (2, 1100)])
 def test_compiled_forward_equals_numpy_on_random_histories(checkpoint, adversarial, rows,
                                                            history):
   """Random int8 histories of mixed lengths (left-aligned, padded with garbage): new keys,
-  values and CDFs identical; 1,100 positions pass EXACT_K, where numpy chunks its sums; up to 32
-  rows the compiled GEMMs are int_gemm, from 33 BLAS."""
+  values and CDFs identical; 1,100 positions pass EXACT_K, where numpy chunks its sums; up to
+  INT_GEMM_MAX_ROWS rows the compiled GEMMs are int_gemm, from one more BLAS."""
   arrays, doc = ee.load_exact_arrays(checkpoint)
   if adversarial:
     arrays = _adversarial_arrays(arrays)

@@ -4,8 +4,8 @@ The numpy reference spends most of its time outside the GEMMs: int64 temporaries
 requantization, the attention's [R, H, T] score / weight / probability arrays, a sort over 257
 symbols per CDF. Here the GEMMs stay on BLAS for batches of many rows (numpy `@` on the same
 int8-valued float32 operands, exact in any order, see integer_forward's module docstring) and run
-as an int16 loop in numba for few rows (`int_gemm`, AC's lockstep batches, where it beats
-sgemm), and everything between them runs as one compiled loop per row (`numba.njit(cache=True, nogil=True)`, single-threaded like the BLAS
+as an int16 loop in numba for very few rows (`int_gemm`, e.g. decoding at batch 1, where it
+beats sgemm), and everything between them runs as one compiled loop per row (`numba.njit(cache=True, nogil=True)`, single-threaded like the BLAS
 the engine caps at one thread).
 
 Why every result equals the numpy backend's, bit for bit:
@@ -51,10 +51,12 @@ ATTEND_CHUNK = 1 << 16  # positions per int32 partial sum of probs x values: 2**
 # Attention totals (<= attn_exp[0] x positions) stay below 2**53 / 255 up to this many history
 # positions (checked at load), so _small_floor_div applies; far past any window.
 MAX_HISTORY = 1 << 30
-# Up to this many rows a forward runs its GEMMs as int_gemm: measured ~2x BLAS sgemm at 16 rows,
-# mixed at 48 to 64 (ahead for K = 192, behind for K = 768), behind from 128 (BLAS's blocking
-# pays off only with more rows).
-INT_GEMM_MAX_ROWS = 32
+# Up to this many rows a forward runs its GEMMs as int_gemm. Measured on 2026-12-03 (AMD EPYC,
+# Zen 3, numpy's OpenBLAS, one thread), microseconds per GEMM of M1's four shapes, BLAS / int_gemm:
+# at 2 rows 17-54 / 8-26 (int_gemm ~2x ahead), at 4 rows 16-45 / 15-43 (even), at 8 rows
+# 21-69 / 29-78 and at 16 rows 38-105 / 72-187 (BLAS ~1.8x ahead). (An earlier measurement put
+# int_gemm 2x ahead at 16 rows; it did not reproduce.)
+INT_GEMM_MAX_ROWS = 4
 _LN_SHIFT = eq.LN_GAIN_BITS - eq.LN_FRAC_BITS
 _HALF = 1 << (eq.MULT_SHIFT - 1)
 

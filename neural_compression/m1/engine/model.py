@@ -118,7 +118,7 @@ class ExactM1Model(cdf_models.CdfModel):
         encoder.excluded, encoder.strad, encoder.out_bits, encoder.out_pos, encoder.win_row,
         encoder.win_nsym, encoder.win_back, encoder.win_count, encoder.status, encoder.b,
         encoder.p, encoder.rule, *rows, cache.meta, cache.valid, cache.table,
-        cache.last_use, cache.stamp, cache.num_nodes, cache.capacity, cache.cdfs, pending,
+        cache.last_use, cache.stamp, cache.num_nodes, cache.room, cache.cdfs, pending,
         min_batch))
 
   def run_window_decoders(self, decoder) -> None:
@@ -126,7 +126,7 @@ class ExactM1Model(cdf_models.CdfModel):
     self._run(decoder, lambda rows, cache, pending, min_batch: cached_coding.run_decoders(
         decoder.code_bits, decoder.code_off, decoder.code_len, decoder.state, decoder.out,
         decoder.status, decoder.limits, decoder.p, decoder.mode, *rows, cache.meta, cache.valid,
-        cache.table, cache.last_use, cache.stamp, cache.num_nodes, cache.capacity,
+        cache.table, cache.last_use, cache.stamp, cache.num_nodes, cache.room,
         cache.cdfs, pending, min_batch))
 
   def _run(self, batch, step) -> None:
@@ -245,7 +245,7 @@ class PrefixCacheSession:
     cache.stamp += 1
     first_round = True
     while len(waiting):
-      if cache.num_nodes + len(waiting) > cache.capacity:
+      if cache.num_nodes + len(waiting) > cache.room:
         model.flush()  # eviction needs every node computed
         cache.make_room(len(waiting), self.row_node)
       self.generation = cache.generation

@@ -2,7 +2,9 @@
 
 One node per distinct prefix (context) holds the int8 keys and values of the prefix's last
 position and the CDF of the symbol after it. Nodes live in fixed arrays sized from a byte
-budget; a hash table maps (parent node, symbol) to the child. A node's parent always has a
+budget; a hash table maps (parent node, symbol) to the child. The table starts small and doubles
+as nodes arrive (load <= 1/2, up to its size for the whole budget), so that while the cache is
+far from full every lookup probes memory that stays in the CPU's cache. A node's parent always has a
 smaller id, so node order is a topological order of the trie.
 
 A *session* follows many rows (encoder windows, decoder windows) step by step: a row whose
@@ -34,6 +36,7 @@ _SYMBOL_SLOTS = 512  # key = parent * 512 + symbol (NUM_SYMBOLS = 257 < 512)
 # 2**35 and the slot below 2**61.
 _CHILD_BITS = 26
 _CHILD_MASK = (1 << _CHILD_BITS) - 1
+_FIRST_TABLE_SLOTS = 1 << 12  # the hash table's size before it first grows (32 KiB)
 
 
 @_jit
@@ -200,10 +203,16 @@ def compact(num_nodes, threshold, pinned, meta, last_use, table, kv_k, kv_v, cdf
   for i in range(row_nodes.shape[0]):
     if row_nodes[i] >= 0:
       row_nodes[i] = new_id[row_nodes[i]]
-  table[:] = _EMPTY
-  for node in range(1, count):
-    _insert(table, meta[node, 0] * _SYMBOL_SLOTS + meta[node, 1], node)
+  index(table, meta, count)
   return count
+
+
+@_jit
+def index(table, meta, num_nodes):
+  """Refills the hash table with nodes 1 .. num_nodes - 1 (the root has no key)."""
+  table[:] = _EMPTY
+  for node in range(1, num_nodes):
+    _insert(table, meta[node, 0] * _SYMBOL_SLOTS + meta[node, 1], node)
 
 
 class PrefixCache:
@@ -224,22 +233,40 @@ class PrefixCache:
     self.max_bytes = max_bytes
     self.zero_slot = self.capacity  # all-zero keys and values: the padding of short histories
     self.kv_k = np.zeros((layers, self.capacity + 1, heads, head_dim), np.int8)
-    self.kv_v = np.zeros_like(self.kv_k)
+    # np.zeros, not zeros_like (which writes every byte): untouched pages cost no memory or time.
+    self.kv_v = np.zeros(self.kv_k.shape, np.int8)
     self.cdfs = np.zeros((self.capacity, cdf_len), np.int32)
     self.meta = np.zeros((self.capacity, 3), np.int64)
     self.meta[ROOT] = (-1, 0, 0)
     self.last_use = np.zeros(self.capacity, np.int64)
     self.valid = np.zeros(self.capacity, np.bool_)
-    self.table = np.full(1 << (2 * self.capacity - 1).bit_length(), _EMPTY, np.int64)
+    # The table grows with the nodes (load <= 1/2) up to its full size for `capacity`: a cache
+    # far from full then probes a table that stays in the CPU's cache (every step's lookup).
+    self._full_table_slots = 1 << (2 * self.capacity - 1).bit_length()
+    self.table = np.full(min(_FIRST_TABLE_SLOTS, self._full_table_slots), _EMPTY, np.int64)
     self.num_nodes = 1  # the root, computed on first use
     self.stamp = 0
     self.generation = 0  # bumped by every eviction: sessions then forget their rows' nodes
     self.evictions = 0
     self.pending: list[np.ndarray] = []  # created nodes waiting for their forward (sessions)
 
+  @property
+  def room(self) -> int:
+    """Nodes the cache holds before `make_room` must run: `capacity`, or fewer while the hash
+    table has not grown to its full size."""
+    return min(self.capacity, self.table.shape[0] // 2)
+
   def make_room(self, needed: int, pinned: np.ndarray) -> None:
-    """Evicts until `needed` more nodes fit; `pinned` nodes (and their ancestors) stay."""
-    if self.num_nodes + needed <= self.capacity:
+    """Makes room for `needed` more nodes: grows the hash table while the budget allows (node
+    ids unchanged), then evicts; `pinned` nodes (and their ancestors) stay."""
+    wanted = min(self.num_nodes + needed, self.capacity)
+    if wanted > self.table.shape[0] // 2:
+      slots = self.table.shape[0]
+      while slots // 2 < wanted and slots < self._full_table_slots:
+        slots *= 2
+      self.table = np.full(slots, _EMPTY, np.int64)
+      index(self.table, self.meta, self.num_nodes)
+    if self.num_nodes + needed <= self.room:
       return
     stamps = np.unique(self.last_use[:self.num_nodes])
     for threshold in (stamps[len(stamps) // 2], stamps[-1], self.stamp + 1):
