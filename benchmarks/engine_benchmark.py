@@ -1,7 +1,7 @@
 """Exact M1 engine throughput, every figure beside its bound or target, in one run, one process.
 
   python benchmarks/engine_benchmark.py [--checkpoint m1_checkpoint] [--examples 0] [--rows 512]
-      [--reference_examples 8] [--ac_examples 16] [--ac_bytes 3072] [--decode_examples 4]
+      [--reference_examples 8] [--ac_examples 64] [--ac_bytes 3072] [--decode_examples 4]
       [--cache_bytes N]
 
 Prints: sgemm FLOP/s measured now; the forward's positions/s on the numpy and the compiled
@@ -131,8 +131,8 @@ def main() -> None:
                       help="examples encoded together (one engine row each)")
   parser.add_argument("--reference_examples", type=int, default=8)
   parser.add_argument("--decode_examples", type=int, default=4)
-  parser.add_argument("--ac_examples", type=int, default=16,
-                      help="AC rows (16 = one lockstep batch, LOCKSTEP_ROWS)")
+  parser.add_argument("--ac_examples", type=int, default=acc.LOCKSTEP_ROWS,
+                      help=f"AC rows ({acc.LOCKSTEP_ROWS} = one lockstep batch, LOCKSTEP_ROWS)")
   parser.add_argument("--ac_bytes", type=int, default=3072,
                       help="leading bytes of each AC example (past the attention window the cost per byte is flat)")
   parser.add_argument("--cache_bytes", type=int, default=engine.DEFAULT_CACHE_BYTES)

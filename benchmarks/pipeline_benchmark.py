@@ -20,7 +20,10 @@ between the two, (job - job_K) / (bare - bare_K) - 1, in which every cost paid o
 (start-up, imports, graph, checks, loading M1) cancels. At C4 scale only the per-byte part
 remains. (A corpus repeated with new URLs would not do: its repeated
 text hits the prefix cache.) --repeats R times each job and bare run R times, alternating, and
-keeps the fastest of each: this machine's noise is of the order of a second.
+keeps the fastest of each: this machine's noise is of the order of a second. Every figure is
+printed twice, in wall seconds and in CPU seconds (user + system of the process and all its
+threads): CPU seconds are the cost on a shared machine and do not count the time a process
+waited for a core that a neighbour held.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,17 +63,22 @@ for spec in specs:
 """
 
 
-def _timed_process(argv: list[str]) -> float:
-  """Wall seconds of a fresh Python process running `argv`."""
+def _timed_process(argv: list[str]) -> tuple[float, float]:
+  """(wall seconds, CPU seconds) of a fresh Python process running `argv`. CPU seconds (user +
+  system, all its threads) are what the work costs on a shared machine: they do not count the
+  time the process waited for a core that a neighbour held, which wall time does."""
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   start = time.perf_counter()
   subprocess.run([sys.executable, *argv], check=True, capture_output=True, text=True, cwd=REPO)
-  return time.perf_counter() - start
+  wall = time.perf_counter() - start
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def measure(flags: list[str], out_dir: str, work: str, methods: str, batch_size: int) -> dict:
   """Runs the job with `flags` into `out_dir`, then the bare compressors on the examples it
   compressed; returns the bytes compressed and both wall times (seconds)."""
-  job_seconds = _timed_process(["-m", "beam_pipeline", *flags])
+  job_wall, job_cpu = _timed_process(["-m", "beam_pipeline", *flags])
   manifest = json.loads(open(f"{out_dir}/manifest.json").read())
   # The same examples, rebuilt by the job's own stages (not timed).
   opts = PipelineOptions(flags).view_as(options_lib.CompressionOptions)
@@ -82,10 +91,10 @@ def measure(flags: list[str], out_dir: str, work: str, methods: str, batch_size:
                pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
   if manifest.get("static_unigram_sha256") or manifest.get("spm_model_sha256"):
     raise SystemExit("pick methods without estimated artifacts (M1 methods, gzip, bytes)")
-  bare_seconds = _timed_process(["-c", BARE, dump, methods, opts.m1_checkpoint,
-                                 str(manifest.get("m1_context") or 0), str(batch_size)])
-  return {"bytes": manifest["counters"]["runs/bytes_in_examples"], "job": job_seconds,
-          "bare": bare_seconds}
+  bare_wall, bare_cpu = _timed_process(["-c", BARE, dump, methods, opts.m1_checkpoint,
+                                        str(manifest.get("m1_context") or 0), str(batch_size)])
+  return {"bytes": manifest["counters"]["runs/bytes_in_examples"], "job": job_wall,
+          "bare": bare_wall, "job_cpu": job_cpu, "bare_cpu": bare_cpu}
 
 
 def main() -> None:
@@ -109,23 +118,26 @@ def main() -> None:
              f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
     runs = [measure([*flags, f"--output_dir={work}/run{i}"], f"{work}/run{i}", work,
                     args.methods, args.batch_size) for i in range(args.repeats)]
-    r = {"bytes": runs[0]["bytes"], "job": min(x["job"] for x in runs),
-         "bare": min(x["bare"] for x in runs)}
+    r = {"bytes": runs[0]["bytes"]}
+    r.update({key: min(x[key] for x in runs) for key in ("job", "bare", "job_cpu", "bare_cpu")})
     rows.append(r)
     print(f"--examples_per_run {examples_per_run}: {r['bytes']:,} bytes, methods {args.methods}")
     print(f"  job (DirectRunner, everything included, best of {args.repeats}): {r['job']:.1f} s, "
-          f"{r['bytes'] / r['job']:,.0f} bytes/s")
+          f"{r['bytes'] / r['job']:,.0f} bytes/s; {r['job_cpu']:.1f} CPU s")
     print(f"  bare compressors on the same examples, fresh process, M1 load included, best of "
-          f"{args.repeats}: {r['bare']:.1f} s, {r['bytes'] / r['bare']:,.0f} bytes/s")
-    print(f"  job overhead: {100 * (r['job'] / r['bare'] - 1):+.1f}% (bound: at most +15%)",
+          f"{args.repeats}: {r['bare']:.1f} s, {r['bytes'] / r['bare']:,.0f} bytes/s; "
+          f"{r['bare_cpu']:.1f} CPU s")
+    print(f"  job overhead: {100 * (r['job'] / r['bare'] - 1):+.1f}% wall, "
+          f"{100 * (r['job_cpu'] / r['bare_cpu'] - 1):+.1f}% CPU (bound: at most +15%)",
           flush=True)
   if len(rows) == 2:
     big, small = rows
-    per_byte = (big["job"] - small["job"]) / (big["bare"] - small["bare"]) - 1
-    print(f"per-byte overhead (the {big['bytes'] - small['bytes']:,} bytes between the two): "
-          f"{100 * per_byte:+.1f}% (bound: at most +15%); the job's extra seconds: "
-          f"{small['job'] - small['bare']:.1f} s at {small['bytes']:,} bytes, "
-          f"{big['job'] - big['bare']:.1f} s at {big['bytes']:,} bytes")
+    for clock, job, bare in (("wall", "job", "bare"), ("CPU", "job_cpu", "bare_cpu")):
+      per_byte = (big[job] - small[job]) / (big[bare] - small[bare]) - 1
+      print(f"per-byte overhead, {clock} seconds (the {big['bytes'] - small['bytes']:,} bytes "
+            f"between the two): {100 * per_byte:+.1f}% (bound: at most +15%); the job's extra "
+            f"seconds: {small[job] - small[bare]:.1f} s at {small['bytes']:,} bytes, "
+            f"{big[job] - big[bare]:.1f} s at {big['bytes']:,} bytes")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,21 @@ def test_ac_with_m1_round_trips(checkpoint):
     np.testing.assert_array_equal(compressor.encode(x).tokens, e.tokens)
 
 
+def test_ac_tokens_do_not_depend_on_how_many_rows_run_in_lockstep(checkpoint, monkeypatch):
+  """Rows of unequal lengths in one lockstep batch of LOCKSTEP_ROWS, in batches of 3 and one at
+  a time: the same tokens (the short rows are padded while the long ones go on)."""
+  docs = [d["text"] for d in corpus_gen.make_documents(12, seed=10)]
+  examples = [x[:40 + 37 * i] for i, x in enumerate(
+      ex.examples_from_documents(docs, example_symbols=600))][:18]
+  assert len(examples) == 18 <= acc.LOCKSTEP_ROWS
+  compressor = acc.ArithmeticCodingCompressor(ee.load_exact_model(checkpoint), 16)
+  want = [e.tokens for e in compressor.encode_batch(examples)]
+  for rows in (3, 1):
+    monkeypatch.setattr(acc, "LOCKSTEP_ROWS", rows)
+    for w, g in zip(want, compressor.encode_batch(examples)):
+      np.testing.assert_array_equal(g.tokens, w)
+
+
 def test_logits_to_cdf_is_the_largest_remainder_quantization(checkpoint):
   engine = ee.load_exact_model(checkpoint).engine
   rng = np.random.default_rng(0)
