@@ -118,7 +118,7 @@ def main() -> None:
              f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
     runs = [measure([*flags, f"--output_dir={work}/run{i}"], f"{work}/run{i}", work,
                     args.methods, args.batch_size) for i in range(args.repeats)]
-    r = {"bytes": runs[0]["bytes"]}
+    r = {"bytes": runs[0]["bytes"], "runs": runs}
     r.update({key: min(x[key] for x in runs) for key in ("job", "bare", "job_cpu", "bare_cpu")})
     rows.append(r)
     print(f"--examples_per_run {examples_per_run}: {r['bytes']:,} bytes, methods {args.methods}")
@@ -138,6 +138,12 @@ def main() -> None:
             f"between the two): {100 * per_byte:+.1f}% (bound: at most +15%); the job's extra "
             f"seconds: {small[job] - small[bare]:.1f} s at {small['bytes']:,} bytes, "
             f"{big[job] - big[bare]:.1f} s at {big['bytes']:,} bytes")
+      # The same figure from each repeat's own four processes (run i at both sizes): its
+      # spread says how far this machine's noise moves it.
+      pairs = sorted((b[job] - s[job]) / (b[bare] - s[bare]) - 1
+                     for b, s in zip(big["runs"], small["runs"]))
+      print(f"  per repeat ({len(pairs)}): median {100 * pairs[len(pairs) // 2]:+.1f}%, from "
+            f"{100 * pairs[0]:+.1f}% to {100 * pairs[-1]:+.1f}%")
 
 
 if __name__ == "__main__":
