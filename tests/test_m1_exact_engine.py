@@ -214,8 +214,9 @@ def test_ac_with_m1_round_trips(checkpoint):
 
 
 def test_ac_tokens_do_not_depend_on_how_many_rows_run_in_lockstep(checkpoint, monkeypatch):
-  """Rows of unequal lengths in one lockstep batch of LOCKSTEP_ROWS, in batches of 3 and one at
-  a time: the same tokens (the short rows are padded while the long ones go on)."""
+  """Rows of unequal lengths in one lockstep batch of LOCKSTEP_ROWS, in batches of 3, 2 (capped
+  by LOCKSTEP_SYMBOLS) and one at a time: the same tokens (the short rows are padded while the
+  long ones go on)."""
   docs = [d["text"] for d in corpus_gen.make_documents(12, seed=10)]
   examples = [x[:40 + 37 * i] for i, x in enumerate(
       ex.examples_from_documents(docs, example_symbols=600))][:18]
@@ -226,6 +227,15 @@ def test_ac_tokens_do_not_depend_on_how_many_rows_run_in_lockstep(checkpoint, mo
     monkeypatch.setattr(acc, "LOCKSTEP_ROWS", rows)
     for w, g in zip(want, compressor.encode_batch(examples)):
       np.testing.assert_array_equal(g.tokens, w)
+  # Long examples run fewer rows at once (LOCKSTEP_SYMBOLS bounds the code buffers): 2 here.
+  monkeypatch.setattr(acc, "LOCKSTEP_ROWS", 64)
+  monkeypatch.setattr(acc, "LOCKSTEP_SYMBOLS", 2 * max(len(x) for x in examples) + 1)
+  sessions, lockstep = [], compressor.model.lockstep
+  monkeypatch.setattr(compressor.model, "lockstep",
+                      lambda rows: sessions.append(rows) or lockstep(rows))
+  for w, g in zip(want, compressor.encode_batch(examples)):
+    np.testing.assert_array_equal(g.tokens, w)
+  assert sessions == [2] * 9
 
 
 def test_logits_to_cdf_is_the_largest_remainder_quantization(checkpoint):

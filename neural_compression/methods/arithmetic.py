@@ -31,6 +31,9 @@ LENGTH_HEADER_BITS = 32
 # rows at about half its rate at 64, and each step's Python work is shared by more rows
 # (measured +13-15% bytes/s on 2026-12-03).
 LOCKSTEP_ROWS = 64
+# ... and fewer for long examples: a lockstep batch's code and trace buffers take ~40 bytes per
+# row per symbol of its longest row (batch_coder.ACEncoderBatch), 40 MB at this many symbols.
+LOCKSTEP_SYMBOLS = 1 << 20
 STATIC_AC_ROWS = 64  # StaticAC rows per compiled call (bounds the per-row interval traces)
 CODERS = ("compiled", "reference")
 
@@ -170,7 +173,11 @@ class ArithmeticCodingCompressor(Compressor):
 
   def encode_batch(self, batch: list[np.ndarray]) -> list[Encoded]:
     static = batch_coder.fixed_cdf(self.model) is not None
-    rows = STATIC_AC_ROWS if static and self.coder == "compiled" else LOCKSTEP_ROWS
+    if static and self.coder == "compiled":
+      rows = STATIC_AC_ROWS
+    else:
+      longest = max(1, max((len(x) for x in batch), default=0))
+      rows = max(1, min(LOCKSTEP_ROWS, LOCKSTEP_SYMBOLS // longest))
     if len(batch) > rows:  # bounds the lockstep KV buffer's and the traces' memory
       return [e for i in range(0, len(batch), rows) for e in self.encode_batch(batch[i:i + rows])]
     batch = [sym.validate_symbols(x) for x in batch]
