@@ -77,7 +77,7 @@ def _timed_process(argv: list[str]) -> tuple[float, float]:
 
 def measure(flags: list[str], out_dir: str, work: str, methods: str, batch_size: int) -> dict:
   """Runs the job with `flags` into `out_dir`, then the bare compressors on the examples it
-  compressed; returns the bytes compressed and both wall times (seconds)."""
+  compressed; returns the bytes compressed and both wall and CPU times (seconds)."""
   job_wall, job_cpu = _timed_process(["-m", "beam_pipeline", *flags])
   manifest = json.loads(open(f"{out_dir}/manifest.json").read())
   # The same examples, rebuilt by the job's own stages (not timed).

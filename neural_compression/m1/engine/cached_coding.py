@@ -46,7 +46,7 @@ def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waite
 def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bits, out_pos,
                  win_row, win_nsym, win_back, win_count, status, b, p, rule,
                  row_node, row_start, row_len, waited, meta, valid, table, last_use, stamp,
-                 num_nodes, capacity, cdf_table, pending, min_batch):
+                 num_nodes, room, cdf_table, pending, min_batch):
   """Steps every running window encoder until the model or a buffer is needed (module doc).
 
   Returns (reason, out_pos, win_count, stamp, num_nodes, num_pending, hits).
@@ -65,16 +65,16 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
         active = True
         if out_pos + b > out_bits.shape[0] or win_count + 1 > win_row.shape[0]:
           return NEED_SPACE, out_pos, win_count, stamp, num_nodes, num_pending, hits
-        if num_nodes + 1 > capacity or num_pending + 1 > pending.shape[0]:
+        if num_nodes + 1 > room or num_pending + 1 > pending.shape[0]:
           return NEED_ROOM, out_pos, win_count, stamp, num_nodes, num_pending, hits
+        start, length = sym_off[row] + st[row, 5], st[row, 4]  # the open window's context
         node, num_nodes, num_pending, hits = _ready_node(
-            row, symbols, sym_off[row] + st[row, 5], st[row, 4], row_node, row_start, row_len,
-            waited, meta, valid, table, last_use, stamp, num_nodes, pending, num_pending,
-            hits)
+            row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
+            table, last_use, stamp, num_nodes, pending, num_pending, hits)
         if node < 0:
           break
         progressed = True
-        nxt = sym_off[row] + st[row, 5] + st[row, 4]  # the symbol coded now
+        nxt = start + length  # the symbol coded now
         if nxt + 1 < sym_off[row + 1]:
           pc.prefetch_next_cdf(table, cdf_table, node, symbols[nxt], symbols[nxt + 1])
         out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
@@ -92,7 +92,7 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
 @_jit
 def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mode,
                  row_node, row_start, row_len, waited, meta, valid, table, last_use, stamp,
-                 num_nodes, capacity, cdf_table, pending, min_batch):
+                 num_nodes, room, cdf_table, pending, min_batch):
   """Steps every running window decoder until the model or a buffer is needed (module doc).
 
   A row's context is its decoded symbols, out[row, :k]. Returns (reason, stamp, num_nodes,
@@ -110,7 +110,7 @@ def run_decoders(code_bits, code_off, code_len, dst, out, status, limits, p, mod
     for row in range(n):
       while status[row] == cc.RUNNING:  # on while cached, as run_encoders
         active = True
-        if num_nodes + 1 > capacity or num_pending + 1 > pending.shape[0]:
+        if num_nodes + 1 > room or num_pending + 1 > pending.shape[0]:
           return NEED_ROOM, stamp, num_nodes, num_pending, hits
         k = dst[row, 4]
         if k >= width:
