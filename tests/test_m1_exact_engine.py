@@ -414,6 +414,34 @@ def test_compiled_forward_equals_numpy_on_random_histories(checkpoint, adversari
                                                 hist_len), want, "numpy forward_gather")
 
 
+def test_compiled_attention_keeps_exactly_the_keys_of_nonzero_probability(checkpoint):
+  """Zero queries and relative biases make every key's weight equal: with n history keys each
+  gets probability (254 w + total) // (2 total), 1 while n + 1 <= 254 (at n = 253 exactly on
+  the boundary 254 w == total) and 0 beyond. The compiled attention keeps only the nonzero ones
+  (at most 254 per head, summed in int32); values at +-127 make those sums as large as they
+  get. Keys, values and CDFs must equal the numpy reference's on both sides of the boundary."""
+  arrays, doc = ee.load_exact_arrays(checkpoint)
+  arrays = dict(arrays)
+  for name in list(arrays):
+    if name.endswith("/wq") or name.endswith("rel_bias"):
+      arrays[name] = np.zeros_like(arrays[name])
+  reference, compiled = _forward_pair(arrays, doc)
+  c = reference.config
+  history = 256
+  rng = np.random.default_rng(7)
+  hist_len = np.array([252, 253, 254, 255, 256, 1], np.int64)
+  rows = len(hist_len)
+  shape = (rows, history, c.num_heads, c.head_dim)
+  hist_k = [rng.integers(-127, 128, shape).astype(np.float32) for _ in range(c.num_layers)]
+  hist_v = [(127 * rng.choice([-1, 1], shape)).astype(np.float32) for _ in range(c.num_layers)]
+  for v in hist_v:
+    v[0] = 127  # one row's values all at +127: its sums at their largest
+  tokens = rng.integers(0, c.vocab_size, rows)
+  want = reference.forward(tokens, hist_k, hist_v, hist_len)
+  _assert_same_outputs(compiled.forward(tokens, hist_k, hist_v, hist_len), want,
+                       "uniform attention around the zero-probability boundary")
+
+
 def test_compiled_requantization_rounds_half_to_even_like_numpy():
   """Every product that lands on a tie k + 1/2 (and random ones) rounds as np.round does."""
   from neural_compression.m1.engine import compiled_forward as cf

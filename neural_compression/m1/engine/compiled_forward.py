@@ -28,9 +28,13 @@ Why every result equals the numpy backend's, bit for bit:
     (the attention's and the CDF's are, by table bounds checked at load), and `_floor_div`
     (LayerNorm), a float64 estimate corrected by integer comparisons, exact for any estimate.
   * Attention reads int8 keys/values (the prefix cache's and lockstep buffer's own storage) and
-    sums int8 x int8 products (formed in int16, exact) in int32: exact while the terms stay below 2**31 (head_dim <= 2**17
-    for scores, at most ATTEND_CHUNK positions per int32 partial sum for values, then int64).
-    The reference's float32 sums of the same products are exact too, so both give the integer.
+    sums int8 x int8 products (formed in int16, exact) in int32: exact while the terms stay
+    below 2**31 (head_dim <= 2**17 for scores; for values, only the positions of nonzero
+    probability are summed, at most 254 per head, see below). The reference's float32 sums of
+    the same products are exact too, so both give the integer.
+  * Zero probabilities are skipped: the reference's prob = (254 w + total) // (2 total) is 0
+    exactly when 254 w < total, and then adds 0 to every output; the other weights are each
+    >= total / 254 and sum to at most total, so at most 254 positions per head are kept.
   * Padded history slots are skipped instead of weighted: the reference gives them table weight
     attn_exp[-1] == 0 (checked at load), so they add 0 to every total and output.
   * The CDF's +1 units go to the `left` largest keys remainder * 512 + (511 - symbol), unique
@@ -48,7 +52,6 @@ from neural_compression.methods import PRECISION_BITS
 
 _jit = numba.njit(cache=True, nogil=True)
 
-ATTEND_CHUNK = 1 << 16  # positions per int32 partial sum of probs x values: 2**16 * 127 * 127 < 2**31
 # Attention totals (<= attn_exp[0] x positions) stay below 2**53 / 255 up to this many history
 # positions (checked at load), so _small_floor_div applies; far past any window.
 MAX_HISTORY = 1 << 30
@@ -169,73 +172,72 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
   last_bucket = buckets.shape[0] - 1
   table_last = attn_exp.shape[0] - 1
   t_max = max(hist_idx.shape[1], 1)
+  # relative_bias[h, d]: head h's bias for a key d positions back (d = 0: the new position), so
+  # the score loop reads it in order instead of through two lookups per key.
+  relative_bias = np.empty((num_heads, t_max + 1), np.int64)
+  for d in range(t_max + 1):
+    bucket = buckets[min(d, last_bucket)]
+    for h in range(num_heads):
+      relative_bias[h, d] = rel_bias[bucket, h]
+  dots = np.empty((num_heads, t_max), np.int32)
   scores = np.empty((num_heads, t_max), np.int64)  # scores, then table weights
-  probs = np.empty((t_max, num_heads), np.int32)
-  acc = np.zeros((num_heads, head_dim), np.int64)
-  part = np.zeros((num_heads, head_dim), np.int32)
-  top = np.empty(num_heads, np.int64)
+  kept_t = np.empty((num_heads, t_max), np.int64)  # the keys of nonzero probability, per head
+  kept_p = np.empty((num_heads, t_max), np.int32)  # and their probabilities
+  part = np.zeros(head_dim, np.int32)
   q = np.empty((num_heads, head_dim), np.int16)
-  dots = np.empty((t_max, num_heads), np.int32)
-  self_score = np.empty(num_heads, np.int64)
-  self_bucket = buckets[0]
   for r in range(qkv.shape[0]):
     n = hist_len[r]
     for h in range(num_heads):
-      s = np.int32(0)
-      for c in range(head_dim):
-        s += np.int32(qkv[r, 0, h, c]) * np.int32(qkv[r, 1, h, c])
-      self_score[h] = np.int64(s) + rel_bias[self_bucket, h]
-      top[h] = self_score[h]
-    for h in range(num_heads):
       for c in range(head_dim):
         q[h, c] = qkv[r, 0, h, c]
-    # Dot products first, in their own loop (it vectorizes), then the biases. Each product is
-    # exact in int16 (127**2 < 2**15), each sum in int32.
+    # Dot products first, in their own loop (it vectorizes). Each product is exact in int16
+    # (127**2 < 2**15), each sum in int32.
     for t in range(n):
       j = hist_idx[r, t]
       for h in range(num_heads):
         s = np.int32(0)
         for c in range(head_dim):
           s += np.int32(q[h, c] * np.int16(keys[j, h, c]))
-        dots[t, h] = s
-    for t in range(n):
-      bucket = buckets[min(n - t, last_bucket)]
-      for h in range(num_heads):
-        score = np.int64(dots[t, h]) + rel_bias[bucket, h]
-        scores[h, t] = score
-        top[h] = max(top[h], score)
-    acc[:] = 0
+        dots[h, t] = s
     for h in range(num_heads):
+      s = np.int32(0)
+      for c in range(head_dim):
+        s += np.int32(qkv[r, 0, h, c]) * np.int32(qkv[r, 1, h, c])
+      self_score = np.int64(s) + relative_bias[h, 0]
+      top = self_score
+      for t in range(n):
+        score = np.int64(dots[h, t]) + relative_bias[h, n - t]
+        scores[h, t] = score
+        top = max(top, score)
       # Scores -> table weights -> probabilities in 1/127 units, as integer_forward's weights().
-      d_cap, mult, top_h = d_max[h], score_mult[h], top[h]
-      w_self = attn_exp[min((min(top_h - self_score[h], d_cap) * mult + _HALF) >> eq.MULT_SHIFT,
+      d_cap, mult = d_max[h], score_mult[h]
+      w_self = attn_exp[min((min(top - self_score, d_cap) * mult + _HALF) >> eq.MULT_SHIFT,
                             table_last)]
       total = w_self
       for t in range(n):
-        w = attn_exp[min((min(top_h - scores[h, t], d_cap) * mult + _HALF) >> eq.MULT_SHIFT,
+        w = attn_exp[min((min(top - scores[h, t], d_cap) * mult + _HALF) >> eq.MULT_SHIFT,
                          table_last)]
         scores[h, t] = w
         total += w
+      # prob = floor((254 w + total) / (2 total)) is 0 exactly when 254 w < total, so only the
+      # others are divided and kept; there are at most 254 of them (their weights, each >=
+      # total / 254, sum to <= total).
+      kept = 0
       for t in range(n):
-        probs[t, h] = _small_floor_div(scores[h, t] * 254 + total, 2 * total)
+        if scores[h, t] * 254 >= total:
+          kept_t[h, kept] = t
+          kept_p[h, kept] = _small_floor_div(scores[h, t] * 254 + total, 2 * total)
+          kept += 1
       p_self = _small_floor_div(w_self * 254 + total, 2 * total)
-      for c in range(head_dim):
-        acc[h, c] = p_self * np.int64(qkv[r, 2, h, c])
-    for first in range(0, n, ATTEND_CHUNK):
+      # At most 254 terms <= 127 * 127 per int32 sum: < 2**31. Zero probabilities add 0.
       part[:] = 0
-      for t in range(first, min(n, first + ATTEND_CHUNK)):
-        j = hist_idx[r, t]
-        for h in range(num_heads):
-          p = probs[t, h]
-          if p != 0:
-            for c in range(head_dim):
-              part[h, c] += p * np.int32(values[j, h, c])
-      for h in range(num_heads):
+      for k in range(kept):
+        j = hist_idx[r, kept_t[h, k]]
+        p = kept_p[h, k]
         for c in range(head_dim):
-          acc[h, c] += part[h, c]
-    for h in range(num_heads):
+          part[c] += p * np.int32(values[j, h, c])
       for c in range(head_dim):
-        o = (2 * acc[h, c] + 127) // 254
+        o = (2 * (np.int64(part[c]) + p_self * np.int64(qkv[r, 2, h, c])) + 127) // 254
         out[r, h * head_dim + c] = min(max(o, -127), 127)  # float32 or int16, exact
 
 
