@@ -415,11 +415,12 @@ def test_compiled_forward_equals_numpy_on_random_histories(checkpoint, adversari
 
 
 def test_compiled_attention_keeps_exactly_the_keys_of_nonzero_probability(checkpoint):
-  """Zero queries and relative biases make every key's weight equal: with n history keys each
-  gets probability (254 w + total) // (2 total), 1 while n + 1 <= 254 (at n = 253 exactly on
-  the boundary 254 w == total) and 0 beyond. The compiled attention keeps only the nonzero ones
-  (at most 254 per head, summed in int32); values at +-127 make those sums as large as they
-  get. Keys, values and CDFs must equal the numpy reference's on both sides of the boundary."""
+  """Zero queries and relative biases make every key's weight equal: with n history keys, m =
+  n + 1 weights in the total, each gets probability (254 + m) // (2 m): 1 for 85 <= m <= 254
+  (at n = 253 exactly on the boundary 254 w == total), 0 beyond, more for short histories (n =
+  1: 64). The compiled attention keeps only the nonzero ones; values at +-127 (one row all
+  +127) make its int32 sums as large as they get (~253 * 127). Keys, values and CDFs must
+  equal the numpy reference's on both sides of the boundary."""
   arrays, doc = ee.load_exact_arrays(checkpoint)
   arrays = dict(arrays)
   for name in list(arrays):
@@ -440,6 +441,36 @@ def test_compiled_attention_keeps_exactly_the_keys_of_nonzero_probability(checkp
   want = reference.forward(tokens, hist_k, hist_v, hist_len)
   _assert_same_outputs(compiled.forward(tokens, hist_k, hist_v, hist_len), want,
                        "uniform attention around the zero-probability boundary")
+
+
+@pytest.mark.parametrize("name,change", [
+    ("attn_exp", lambda t: np.where(np.arange(len(t)) % 2 == 1, -t, t)),  # negative weights
+    ("attn_exp", lambda t: np.concatenate([t, [0]])),  # another length than the reference's
+    ("attn_exp", lambda t: np.zeros_like(t)),  # no key could get weight: total 0
+    ("logit_exp", lambda t: t[:-1])])
+def test_compiled_backend_refuses_exp_tables_its_shortcuts_do_not_hold_for(checkpoint, name,
+                                                                           change):
+  """The compiled kernels clamp table indices to the table's end and skip keys of probability 0
+  by 254 w < total: exact for the reference's table lengths, weights >= 0 and a first entry
+  > 0 (every export has them). Any other table is refused at load, not computed differently."""
+  from neural_compression.m1.engine.compiled_forward import CompiledBackend
+  arrays, doc = ee.load_exact_arrays(checkpoint)
+  arrays = dict(arrays)
+  arrays[name] = change(np.asarray(arrays[name]))
+  with pytest.raises(ValueError, match=name):
+    ee.ExactM1(arrays, doc, CompiledBackend)
+
+
+def test_compiled_forward_refuses_history_lengths_past_its_index(checkpoint):
+  """hist_len beyond hist_idx's columns would read past the index (and the relative-bias
+  table): refused before any kernel runs."""
+  arrays, doc = ee.load_exact_arrays(checkpoint)
+  _, compiled = _forward_pair(arrays, doc)
+  c = compiled.config
+  storage = [np.zeros((4, c.num_heads, c.head_dim), np.int8)] * c.num_layers
+  with pytest.raises(ValueError, match="hist_len"):
+    compiled.forward_gather(np.zeros(2, np.int64), storage, storage,
+                            np.zeros((2, 3), np.int64), np.array([3, 4]))
 
 
 def test_compiled_requantization_rounds_half_to_even_like_numpy():

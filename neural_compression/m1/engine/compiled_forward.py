@@ -28,13 +28,16 @@ Why every result equals the numpy backend's, bit for bit:
     (the attention's and the CDF's are, by table bounds checked at load), and `_floor_div`
     (LayerNorm), a float64 estimate corrected by integer comparisons, exact for any estimate.
   * Attention reads int8 keys/values (the prefix cache's and lockstep buffer's own storage) and
-    sums int8 x int8 products (formed in int16, exact) in int32: exact while the terms stay
-    below 2**31 (head_dim <= 2**17 for scores; for values, only the positions of nonzero
-    probability are summed, at most 254 per head, see below). The reference's float32 sums of
-    the same products are exact too, so both give the integer.
-  * Zero probabilities are skipped: the reference's prob = (254 w + total) // (2 total) is 0
-    exactly when 254 w < total, and then adds 0 to every output; the other weights are each
-    >= total / 254 and sum to at most total, so at most 254 positions per head are kept.
+    sums int8 x int8 products (formed in int16, exact: |product| <= 128**2 = 2**14) in int32:
+    exact while the sums stay below 2**31 (head_dim <= 2**17 for scores; for values, only the
+    positions of nonzero probability are summed, at most 254 per head with probabilities
+    <= 127, so |sum| <= 254 * 127 * 128 < 2**23). The reference's float32 sums of the same
+    products are exact too, so both give the integer.
+  * Zero probabilities are skipped: the table weights w are >= 0 and their total > 0 (checked
+    at load: attn_exp >= 0, and the top key's weight is attn_exp[0] > 0), so the reference's
+    prob = (254 w + total) // (2 total) is 0 exactly when 254 w < total, and then adds 0 to
+    every output; the other weights are each >= total / 254 and sum to at most total, so at
+    most 254 positions per head are kept.
   * Padded history slots are skipped instead of weighted: the reference gives them table weight
     attn_exp[-1] == 0 (checked at load), so they add 0 to every total and output.
   * The CDF's +1 units go to the `left` largest keys remainder * 512 + (511 - symbol), unique
@@ -229,7 +232,7 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
           kept_p[h, kept] = _small_floor_div(scores[h, t] * 254 + total, 2 * total)
           kept += 1
       p_self = _small_floor_div(w_self * 254 + total, 2 * total)
-      # At most 254 terms <= 127 * 127 per int32 sum: < 2**31. Zero probabilities add 0.
+      # At most 254 terms of |p x value| <= 127 * 128 per int32 sum (module docstring).
       part[:] = 0
       for k in range(kept):
         j = hist_idx[r, kept_t[h, k]]
@@ -306,6 +309,15 @@ class CompiledForward:
     p, c = engine.p, engine.config
     self.config = c
     self.eps = np.int64(engine.eps)
+    # The kernels clamp table indices to the table's end, the reference to the lengths below;
+    # they skip padded keys (weight attn_exp[-1]) and keys of probability 0 (254 w < total),
+    # which is exact for weights >= 0 and a total > 0 (the top key's weight is attn_exp[0]).
+    for name, length in (("attn_exp", eq.ATTN_TABLE_LEN), ("logit_exp", eq.LOGIT_TABLE_LEN)):
+      table = np.asarray(p[name])
+      if table.shape != (length,) or int(table.min()) < 0 or int(table[0]) <= 0:
+        raise ValueError(f"the compiled backend needs {name} of {length} entries >= 0 with "
+                         f"{name}[0] > 0, got shape {table.shape}, min {int(table.min())}, "
+                         f"first {int(table[0])}")
     if int(p["attn_exp"][-1]) != 0:
       raise ValueError("the compiled backend skips padded keys: attn_exp[-1] must be 0")
     spare = (1 << PRECISION_BITS) - sym.NUM_SYMBOLS
@@ -390,6 +402,9 @@ class CompiledForward:
     r, hk = tokens.shape[0], c.num_heads * c.head_dim
     if hist_len.size and int(hist_len.max()) > MAX_HISTORY:
       raise ValueError(f"histories of at most {MAX_HISTORY:,} positions")
+    if hist_len.size and (int(hist_len.max()) > hist_idx.shape[1] or int(hist_len.min()) < 0):
+      raise ValueError(f"hist_len must lie in 0 .. {hist_idx.shape[1]} (hist_idx's columns), "
+                       f"got {int(hist_len.min())} .. {int(hist_len.max())}")
     gemm = self.gemm
     operand = self.operand_dtype(r)
     h = self.embedding[tokens]  # int64 [R, d], a copy updated in place
