@@ -184,7 +184,7 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
       relative_bias[h, d] = rel_bias[bucket, h]
   dots = np.empty((num_heads, t_max), np.int32)
   scores = np.empty((num_heads, t_max), np.int64)  # scores, then table weights
-  kept_t = np.empty((num_heads, t_max), np.int64)  # the keys of nonzero probability, per head
+  kept_j = np.empty((num_heads, t_max), np.int64)  # storage rows of nonzero probability, per head
   kept_p = np.empty((num_heads, t_max), np.int32)  # and their probabilities
   part = np.zeros(head_dim, np.int32)
   q = np.empty((num_heads, head_dim), np.int16)
@@ -228,15 +228,14 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
       kept = 0
       for t in range(n):
         if scores[h, t] * 254 >= total:
-          kept_t[h, kept] = t
+          kept_j[h, kept] = hist_idx[r, t]
           kept_p[h, kept] = _small_floor_div(scores[h, t] * 254 + total, 2 * total)
           kept += 1
       p_self = _small_floor_div(w_self * 254 + total, 2 * total)
       # At most 254 terms of |p x value| <= 127 * 128 per int32 sum (module docstring).
       part[:] = 0
       for k in range(kept):
-        j = hist_idx[r, kept_t[h, k]]
-        p = kept_p[h, k]
+        j, p = kept_j[h, k], kept_p[h, k]
         for c in range(head_dim):
           part[c] += p * np.int32(values[j, h, c])
       for c in range(head_dim):
@@ -400,11 +399,13 @@ class CompiledForward:
     hist_idx = np.ascontiguousarray(hist_idx, np.int64)
     hist_len = np.ascontiguousarray(hist_len, np.int64)
     r, hk = tokens.shape[0], c.num_heads * c.head_dim
-    if hist_len.size and int(hist_len.max()) > MAX_HISTORY:
-      raise ValueError(f"histories of at most {MAX_HISTORY:,} positions")
-    if hist_len.size and (int(hist_len.max()) > hist_idx.shape[1] or int(hist_len.min()) < 0):
-      raise ValueError(f"hist_len must lie in 0 .. {hist_idx.shape[1]} (hist_idx's columns), "
-                       f"got {int(hist_len.min())} .. {int(hist_len.max())}")
+    if hist_len.size:
+      shortest, longest = int(hist_len.min()), int(hist_len.max())
+      if longest > MAX_HISTORY:
+        raise ValueError(f"histories of at most {MAX_HISTORY:,} positions")
+      if longest > hist_idx.shape[1] or shortest < 0:
+        raise ValueError(f"hist_len must lie in 0 .. {hist_idx.shape[1]} (hist_idx's columns), "
+                         f"got {shortest} .. {longest}")
     gemm = self.gemm
     operand = self.operand_dtype(r)
     h = self.embedding[tokens]  # int64 [R, d], a copy updated in place
