@@ -18,6 +18,7 @@ from neural_compression.m1.engine import prefix_cache as pc
 # Without NRT, like compiled_coder's kernels: these loops allocate nothing, and the coder's
 # per-row code they inline (_encoder_feed, _decoder_feed) would otherwise pay reference counts.
 _jit = numba.njit(cache=True, nogil=True, _nrt=False)
+_inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 
 FINISHED = 0
 NEED_FORWARD = 1
@@ -26,7 +27,7 @@ NEED_ROOM = 3
 FAILED = 4
 
 
-@_jit
+@_inline
 def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
                 table, last_use, stamp, num_nodes, pending, num_pending, hits):
   """The row's context node, or -1 while it waits for a forward; counts first-try hits.

@@ -27,7 +27,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_jit = numba.njit(cache=True, nogil=True)
+# Every step of a coder session looks its row's context up here, so these kernels run without
+# numba's reference counting (`_nrt=False`, as compiled_coder's): with it, each call from the
+# sessions' loops paid atomic increfs and decrefs for every array argument, 22 of the 30 ns a
+# lookup took. The per-step helpers are inlined into their callers (`inline="always"`). Only
+# `compact` allocates, so only it keeps reference counting.
+_jit = numba.njit(cache=True, nogil=True, _nrt=False)
+_inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
+_jit_allocating = numba.njit(cache=True, nogil=True)
 
 ROOT = 0  # the empty context: its position is the start-of-segment token
 _EMPTY = -1
@@ -39,14 +46,14 @@ _CHILD_MASK = (1 << _CHILD_BITS) - 1
 _FIRST_TABLE_SLOTS = 1 << 12  # the hash table's size before it first grows (32 KiB)
 
 
-@_jit
+@_inline
 def _slot(key, mask):
   # Fibonacci hashing: the top bits of key * 2**64 / golden ratio index the table.
   h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
   return np.int64((h >> np.uint64(32)) ^ (h >> np.uint64(45))) & mask
 
 
-@_jit
+@_inline
 def _find(table, key):
   """The child node stored under key (parent * 512 + symbol), or -1. A slot packs key and child
   in one int64, so a probe costs one memory access (most probes miss every cache level)."""
@@ -78,7 +85,7 @@ def _prefetch_2d(typingctx, array, i, j):  # pylint: disable=unused-argument
   return types.void(array, i, j), codegen
 
 
-@_jit
+@_inline
 def prefetch_next_cdf(table, cdf_table, node, symbol, next_symbol):
   """Where the context `node` + `symbol` is cached, starts loading the CDF entry its row will
   read next (cdf_table[child, next_symbol]), so that the miss overlaps the coder's work on
@@ -88,7 +95,7 @@ def prefetch_next_cdf(table, cdf_table, node, symbol, next_symbol):
     _prefetch_2d(cdf_table, np.int64(child), np.int64(next_symbol))
 
 
-@_jit
+@_inline
 def _insert(table, key, value):
   mask = table.shape[0] - 1
   i = _slot(key, mask)
@@ -97,7 +104,7 @@ def _insert(table, key, value):
   table[i] = (key << _CHILD_BITS) | value
 
 
-@_jit
+@_inline
 def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, table,
                 last_use, stamp, num_nodes, pending, num_pending):
   """Finds one row's context node, walking from its last node where the context extends it.
@@ -172,7 +179,7 @@ def history(nodes, meta, max_history, hist_idx, hist_len, tokens, bos):
       p = meta[p, 0]
 
 
-@_jit
+@_jit_allocating
 def compact(num_nodes, threshold, pinned, meta, last_use, table, kv_k, kv_v, cdfs,
             row_nodes):
   """Drops the nodes used before `threshold` (keeping ancestors of kept and `pinned` nodes),
