@@ -54,6 +54,11 @@ from neural_compression.m1.engine.integer_forward import NumpyBackend
 from neural_compression.methods import PRECISION_BITS
 
 _jit = numba.njit(cache=True, nogil=True)
+# The kernels that allocate nothing run without numba's reference counting (as the coder's,
+# compiled_coder): with it, every per-row call and row view paid atomic reference counts. The
+# per-element helpers are inlined into their callers.
+_jit_no_refcounts = numba.njit(cache=True, nogil=True, _nrt=False)
+_inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 
 # Attention totals (<= attn_exp[0] x positions) stay below 2**53 / 255 up to this many history
 # positions (checked at load), so _small_floor_div applies; far past any window.
@@ -70,7 +75,7 @@ _HALF = 1 << (eq.MULT_SHIFT - 1)
 
 # Per-row integer kernels ------------------------------------------------------------------------
 
-@_jit
+@_inline
 def _floor_div(n, d, inv_d):
   """floor(n / d) for int64 n and d > 0, inv_d = 1.0 / d: a float64 estimate corrected by
   integer comparisons, so exact for any estimate (an int64 division costs ~10 multiplies; the
@@ -83,7 +88,7 @@ def _floor_div(n, d, inv_d):
   return q
 
 
-@_jit
+@_inline
 def _small_floor_div(n, d):
   """floor(n / d) for int64 |n| < 2**53 and 0 < d < 2**53, by one float64 division: both
   convert exactly, and a quotient that is not an integer lies at least 1 / d from the integers
@@ -93,7 +98,7 @@ def _small_floor_div(n, d):
   return np.int64(np.floor(np.float64(n) / np.float64(d)))
 
 
-@_jit
+@_inline
 def _isqrt(v):
   """floor(sqrt(v)) for int64 v >= 1, by the reference's exact steps (integer_forward._isqrt)."""
   x = np.int64(np.floor(np.sqrt(np.float64(v)))) + 2
@@ -102,7 +107,7 @@ def _isqrt(v):
   return x
 
 
-@_jit
+@_inline
 def _layer_norm_row(h, gain, offset, eps, out):
   """int64 residual row h [d] -> int8-valued float32 out [d] (integer_forward._layer_norm)."""
   d = h.shape[0]
@@ -124,14 +129,14 @@ def _layer_norm_row(h, gain, offset, eps, out):
     out[i] = min(max(y, -127), 127)  # into float32 or int16: exact, |y| <= 127
 
 
-@_jit
+@_jit_no_refcounts
 def layer_norm(h, gain, offset, eps, out):
   """LayerNorm of every row: h int64 [R, d] -> out float32 or int16 [R, d]."""
   for r in range(h.shape[0]):
     _layer_norm_row(h[r], gain, offset, eps, out[r])
 
 
-@_jit
+@_jit_no_refcounts
 def residual_layer_norm(h, y, mult, bias, gain, offset, eps, out):
   """h += round(y * mult) + bias (y: a GEMM's exact float32 or int32 [R, d], below 2**24, so
   its float32 is exact), then out = LayerNorm(h)."""
@@ -141,7 +146,7 @@ def residual_layer_norm(h, y, mult, bias, gain, offset, eps, out):
     _layer_norm_row(h[r], gain, offset, eps, out[r])
 
 
-@_jit
+@_jit_no_refcounts
 def requant_int8(acc, mult, out):
   """out int8 [R, n] = clip(round(acc * mult), -127, 127) for float32 or int32 acc [R, n]
   (exact integers below 2**24) and float32 mult [n]."""
@@ -151,7 +156,7 @@ def requant_int8(acc, mult, out):
                               np.float32(127)))
 
 
-@_jit
+@_jit_no_refcounts
 def mlp_hidden(acc, bias, mult, out):
   """out [R, f] = clip(round(float32(max(acc + bias, 0)) * mult), 0, 127) into float32 or int16
   (exact: an integer <= 127), acc float32 or int32."""
@@ -276,7 +281,7 @@ def logits_to_cdf(y, mult, logit_exp, out):
       out[r, i + 1] = cum
 
 
-@_jit
+@_jit_no_refcounts
 def int_gemm(a, weights_t, out):
   """out int32 [R, N] = a [R, K] @ weights_t.T for int16 operands holding int8 values: each
   product is exact in int16 (127**2 < 2**15) and each sum of K <= EXACT_K of them in int32, so
