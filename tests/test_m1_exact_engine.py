@@ -1,12 +1,17 @@
 """The exact M1 engine: CDFs identical across batch sizes, orders, padding, cache states and
 backends; encodings made at batch 512 decode at batch 1; corrupt checkpoints are refused."""
+import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import types
 
+from numba.core.registry import CPUDispatcher as Dispatcher
 import numpy as np
 import pytest
 
@@ -14,6 +19,8 @@ from neural_compression.methods import arithmetic as acc
 from neural_compression.coding import cdf_models
 from neural_compression import examples as ex
 from neural_compression.m1 import engine as ee
+from neural_compression.m1.engine import cached_coding
+from neural_compression.m1.engine import compiled_forward
 from neural_compression.m1.engine.compiled_forward import INT_GEMM_MAX_ROWS
 from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni
@@ -540,3 +547,49 @@ def test_shipped_m1_compiled_lockstep_equals_numpy_past_its_window():
     want, got = (s.step(tokens) for s in sessions)
     np.testing.assert_array_equal(got, want, err_msg=f"position {i}")
     tokens = np.array([r[i] for r in rows], np.int64)
+
+
+def _sources_sha256(paths) -> str:
+  h = hashlib.sha256()
+  for path in paths:
+    h.update(path.encode() + b"\0" + (REPO_ROOT / path).read_bytes() + b"\0")
+  return h.hexdigest()
+
+
+def _kernel_global_names(module) -> set[str]:
+  """Global names read by the module's own numba kernels (their code and nested code)."""
+  names = set()
+  for value in vars(module).values():
+    if isinstance(value, Dispatcher) and value.py_func.__module__ == module.__name__:
+      codes = [value.py_func.__code__]
+      while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+  return names
+
+
+@pytest.mark.parametrize("module", [cached_coding, compiled_forward])
+def test_kernels_stamp_the_sources_they_compile_in(module):
+  """numba's cache checks only a kernel's own file: a module whose kernels compile in other
+  files' kernels or constants carries a stamp of those files (so that editing them invalidates
+  its cache). The stamp must be current and name every other file its kernels read."""
+  expected = _sources_sha256(module.COMPILED_IN_SOURCES)
+  assert module.COMPILED_IN_SHA256 == expected, (
+      f"{module.__name__}.COMPILED_IN_SHA256 is stale: set it to {expected!r} (else a numba "
+      f"cache compiled before the edit keeps the old code of {module.COMPILED_IN_SOURCES})")
+  needed = set()
+  package_files = list((REPO_ROOT / "neural_compression").rglob("*.py"))
+  for name in _kernel_global_names(module):
+    value = getattr(module, name, None)
+    if inspect.ismodule(value) and value.__name__.startswith("neural_compression"):
+      needed.add(value.__file__)
+    elif isinstance(value, Dispatcher) and value.py_func.__module__ != module.__name__:
+      needed.add(inspect.getfile(value.py_func))
+    elif isinstance(value, int) and not re.search(rf"^{name}\s*=", inspect.getsource(module),
+                                                 re.M):
+      needed.update(str(f) for f in package_files  # a constant imported by name
+                    if re.search(rf"^{name}\s*=", f.read_text(), re.M))
+  listed = {str(REPO_ROOT / path) for path in module.COMPILED_IN_SOURCES}
+  assert {str(pathlib.Path(p).resolve()) for p in needed} <= listed, (
+      f"{module.__name__}'s kernels read {sorted(needed)}; COMPILED_IN_SOURCES lists {listed}")

@@ -20,6 +20,14 @@ from neural_compression.m1.engine import prefix_cache as pc
 _jit = numba.njit(cache=True, nogil=True, _nrt=False)
 _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 
+# numba's cache (cache=True) checks only this file's own text, yet these loops compile in the
+# kernels of the files below: without this stamp of their text, a cache compiled before an edit
+# of them would keep running their old code. The stamp changes this file whenever they change,
+# and so invalidates its cache; tests/test_m1_exact_engine.py fails until it is current.
+COMPILED_IN_SOURCES = ("neural_compression/coding/compiled_coder.py",
+                       "neural_compression/m1/engine/prefix_cache.py")
+COMPILED_IN_SHA256 = "de68b90010cf3d4a342364362ab8b32f6f38ced92578e4d2278e09fbc6fd5eaa"
+
 FINISHED = 0
 NEED_FORWARD = 1
 NEED_SPACE = 2

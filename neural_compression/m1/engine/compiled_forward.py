@@ -60,6 +60,14 @@ _jit = numba.njit(cache=True, nogil=True)
 _jit_no_refcounts = numba.njit(cache=True, nogil=True, _nrt=False)
 _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 
+# numba's cache checks only this file's own text, yet these kernels compile in constants of the
+# files below (LayerNorm and score shifts, the coder precision): this stamp of their text changes
+# this file, and so invalidates its cache, whenever they change (cached_coding has the same;
+# tests/test_m1_exact_engine.py fails until it is current).
+COMPILED_IN_SOURCES = ("neural_compression/m1/exact_quantization.py",
+                       "neural_compression/methods/spec.py")
+COMPILED_IN_SHA256 = "4b877ec512c4256fce1051c9e1e573f88670a6195c0614f2284b60246dbd993c"
+
 # Attention totals (<= attn_exp[0] x positions) stay below 2**53 / 255 up to this many history
 # positions (checked at load), so _small_floor_div applies; far past any window.
 MAX_HISTORY = 1 << 30
