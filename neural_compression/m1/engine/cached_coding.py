@@ -26,7 +26,7 @@ _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 # and so invalidates its cache; tests/test_m1_exact_engine.py fails until it is current.
 COMPILED_IN_SOURCES = ("neural_compression/coding/compiled_coder.py",
                        "neural_compression/m1/engine/prefix_cache.py")
-COMPILED_IN_SHA256 = "de68b90010cf3d4a342364362ab8b32f6f38ced92578e4d2278e09fbc6fd5eaa"
+COMPILED_IN_SHA256 = "71180fb378f7496504ea9fba7ab42cde316b84e581439bc0c530b034aa15284e"
 
 FINISHED = 0
 NEED_FORWARD = 1
@@ -37,12 +37,12 @@ FAILED = 4
 
 @_inline
 def _ready_node(row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
-                table, last_use, stamp, num_nodes, pending, num_pending, hits):
+                table, last_use, stamp, num_nodes, pending, num_pending, hits, hint=-1):
   """The row's context node, or -1 while it waits for a forward; counts first-try hits.
-  Returns (node, num_nodes, num_pending, hits)."""
+  hint: see prefix_cache.resolve_row. Returns (node, num_nodes, num_pending, hits)."""
   node, num_nodes, num_pending, _ = pc.resolve_row(
       row, symbols, start, length, row_node, row_start, row_len, meta, valid, table,
-     last_use, stamp, num_nodes, pending, num_pending)
+      last_use, stamp, num_nodes, pending, num_pending, hint)
   if node < 0:
     waited[row] = True
   else:
@@ -70,6 +70,7 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
     for row in range(n):
       # A row runs on while its contexts are cached: its coder state stays in the CPU's cache
       # (one symbol per row per pass would touch every row's state again for each symbol).
+      hint = -1  # the child its context reaches if the coded symbol joins the window
       while status[row] == cc.RUNNING:
         active = True
         if out_pos + b > out_bits.shape[0] or win_count + 1 > win_row.shape[0]:
@@ -79,13 +80,14 @@ def run_encoders(symbols, sym_off, st, hi, step_counts, excluded, strad, out_bit
         start, length = sym_off[row] + st[row, 5], st[row, 4]  # the open window's context
         node, num_nodes, num_pending, hits = _ready_node(
             row, symbols, start, length, row_node, row_start, row_len, waited, meta, valid,
-            table, last_use, stamp, num_nodes, pending, num_pending, hits)
+            table, last_use, stamp, num_nodes, pending, num_pending, hits, hint)
         if node < 0:
           break
         progressed = True
         nxt = start + length  # the symbol coded now
+        hint = -1
         if nxt + 1 < sym_off[row + 1]:
-          pc.prefetch_next_cdf(table, cdf_table, node, symbols[nxt], symbols[nxt + 1])
+          hint = pc.prefetch_next_cdf(table, cdf_table, node, symbols[nxt], symbols[nxt + 1])
         out_pos, win_count, status[row] = cc._encoder_feed(  # pylint: disable=protected-access
             row, cdf_table[node], symbols, sym_off[row], sym_off[row + 1], st, hi, step_counts,
             excluded, strad, out_bits, out_pos, win_row, win_nsym, win_back, win_count, b, p,

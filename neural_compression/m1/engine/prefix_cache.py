@@ -87,12 +87,14 @@ def _prefetch_2d(typingctx, array, i, j):  # pylint: disable=unused-argument
 
 @_inline
 def prefetch_next_cdf(table, cdf_table, node, symbol, next_symbol):
-  """Where the context `node` + `symbol` is cached, starts loading the CDF entry its row will
-  read next (cdf_table[child, next_symbol]), so that the miss overlaps the coder's work on
-  `symbol`. Changes nothing."""
+  """The child of `node` by `symbol` (the context its row reaches if `symbol` joins it), or -1
+  if it is not cached. Where it is, starts loading the CDF entry its row will read next
+  (cdf_table[child, next_symbol]), so that the miss overlaps the coder's work on `symbol`; the
+  row's next lookup takes the child as its hint (resolve_row) instead of probing again."""
   child = _find(table, node * _SYMBOL_SLOTS + symbol)
   if child >= 0:
     _prefetch_2d(cdf_table, np.int64(child), np.int64(next_symbol))
+  return child
 
 
 @_inline
@@ -106,9 +108,11 @@ def _insert(table, key, value):
 
 @_inline
 def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta, valid, table,
-                last_use, stamp, num_nodes, pending, num_pending):
+                last_use, stamp, num_nodes, pending, num_pending, hint=-1):
   """Finds one row's context node, walking from its last node where the context extends it.
 
+  hint: the child of the row's last node by the context's next symbol, if the caller has looked
+  it up already (prefetch_next_cdf), else -1; it replaces the walk's first probe.
   meta[:, 0] parent, meta[:, 1] symbol, meta[:, 2] depth. A missing node is created (invalid until
   computed) and appended to `pending`; a row waiting on one gets -1 and keeps its deepest valid
   node for the next round. The caller leaves room for one new node.
@@ -118,9 +122,11 @@ def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta,
     node, j = row_node[row], row_len[row]
   else:
     node, j = ROOT, 0
+    hint = -1  # a hint is a child of the row's last node
   while j < length:
     key = node * _SYMBOL_SLOTS + symbols[start + j]
-    child = _find(table, key)
+    child = hint if hint >= 0 else _find(table, key)
+    hint = -1
     if child < 0:
       child = num_nodes
       num_nodes += 1
