@@ -569,27 +569,56 @@ def _kernel_global_names(module) -> set[str]:
   return names
 
 
-@pytest.mark.parametrize("module", [cached_coding, compiled_forward])
-def test_kernels_stamp_the_sources_they_compile_in(module):
+def _kernel_modules() -> list[str]:
+  """Every module of the package that compiles numba kernels (found by its source text)."""
+  package = REPO_ROOT / "neural_compression"
+  return sorted(".".join(f.relative_to(REPO_ROOT).with_suffix("").parts)
+                for f in package.rglob("*.py") if "numba.njit(" in f.read_text())
+
+
+def _defined_in(name: str, text: str) -> str | None:
+  """The module-level assignment line of `name` in a module's text, or None."""
+  found = re.search(rf"^{name}\s*(:[^=\n]*)?=.*$", text, re.M)
+  return found.group(0) if found else None
+
+
+@pytest.mark.parametrize("module_name", _kernel_modules())
+def test_kernels_stamp_the_sources_they_compile_in(module_name):
   """numba's cache checks only a kernel's own file: a module whose kernels compile in other
-  files' kernels or constants carries a stamp of those files (so that editing them invalidates
-  its cache). The stamp must be current and name every other file its kernels read."""
-  expected = _sources_sha256(module.COMPILED_IN_SOURCES)
-  assert module.COMPILED_IN_SHA256 == expected, (
-      f"{module.__name__}.COMPILED_IN_SHA256 is stale: set it to {expected!r} (else a numba "
-      f"cache compiled before the edit keeps the old code of {module.COMPILED_IN_SOURCES})")
-  needed = set()
+  files' kernels or constants carries a stamp of those files, COMPILED_IN_SOURCES and
+  COMPILED_IN_SHA256 (so that editing them invalidates its cache). The stamp must be current and
+  name every other file its kernels read: modules, kernels and constants imported by name, and
+  the modules the module's own constants are computed from."""
+  module = importlib.import_module(module_name)
+  sources = getattr(module, "COMPILED_IN_SOURCES", ())
+  if sources:
+    expected = _sources_sha256(sources)
+    assert module.COMPILED_IN_SHA256 == expected, (
+        f"{module_name}.COMPILED_IN_SHA256 is stale: set it to {expected!r} (else a numba cache "
+        f"compiled before the edit keeps the old code of {sources})")
   package_files = list((REPO_ROOT / "neural_compression").rglob("*.py"))
+  own_text = inspect.getsource(module)
+  needed = set()
+
+  def note(value):
+    if inspect.ismodule(value) and value.__name__.startswith("neural_compression") and \
+        value is not module:
+      needed.add(value.__file__)
+    elif isinstance(value, Dispatcher) and value.py_func.__module__ != module_name:
+      needed.add(inspect.getfile(value.py_func))
+
   for name in _kernel_global_names(module):
     value = getattr(module, name, None)
-    if inspect.ismodule(value) and value.__name__.startswith("neural_compression"):
-      needed.add(value.__file__)
-    elif isinstance(value, Dispatcher) and value.py_func.__module__ != module.__name__:
-      needed.add(inspect.getfile(value.py_func))
-    elif isinstance(value, int) and not re.search(rf"^{name}\s*=", inspect.getsource(module),
-                                                 re.M):
-      needed.update(str(f) for f in package_files  # a constant imported by name
-                    if re.search(rf"^{name}\s*=", f.read_text(), re.M))
-  listed = {str(REPO_ROOT / path) for path in module.COMPILED_IN_SOURCES}
+    note(value)
+    if inspect.ismodule(value) or callable(value):
+      continue
+    line = _defined_in(name, own_text)
+    if line is None:  # a constant imported by name: the files that define it
+      needed.update(str(f) for f in package_files if _defined_in(name, f.read_text()))
+    else:  # a constant of this module: the modules it is computed from
+      for alias in re.findall(r"\b(\w+)\.", line.split("=", 1)[1]):
+        note(getattr(module, alias, None))
+  listed = {str(REPO_ROOT / path) for path in sources}
   assert {str(pathlib.Path(p).resolve()) for p in needed} <= listed, (
-      f"{module.__name__}'s kernels read {sorted(needed)}; COMPILED_IN_SOURCES lists {listed}")
+      f"{module_name}'s kernels read {sorted(needed)}; its COMPILED_IN_SOURCES lists "
+      f"{sorted(listed)}")

@@ -26,7 +26,7 @@ _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
 # and so invalidates its cache; tests/test_m1_exact_engine.py fails until it is current.
 COMPILED_IN_SOURCES = ("neural_compression/coding/compiled_coder.py",
                        "neural_compression/m1/engine/prefix_cache.py")
-COMPILED_IN_SHA256 = "71180fb378f7496504ea9fba7ab42cde316b84e581439bc0c530b034aa15284e"
+COMPILED_IN_SHA256 = "9ad5bebd471870dfb1a73ac165dda745cc40fea9ce7fb1a08bc693dbc033c210"
 
 FINISHED = 0
 NEED_FORWARD = 1

@@ -6,8 +6,8 @@ symbols per CDF. Here the GEMMs stay on BLAS for batches of many rows (numpy `@`
 int8-valued float32 operands, exact in any order, see integer_forward's module docstring) and run
 as an int16 loop in numba for very few rows (`int_gemm`, e.g. decoding at batch 1, where it
 beats sgemm), and everything between them runs as one compiled loop per row
-(`numba.njit(cache=True, nogil=True)`, single-threaded like the BLAS the engine caps at one
-thread).
+(`numba.njit(cache=True, nogil=True)`, without reference counting where a kernel allocates
+nothing, single-threaded like the BLAS the engine caps at one thread).
 
 Why every result equals the numpy backend's, bit for bit:
   * GEMMs: the same float32 operands, products of at most EXACT_K terms (a GEMM with more is

@@ -111,8 +111,10 @@ def resolve_row(row, symbols, start, length, row_node, row_start, row_len, meta,
                 last_use, stamp, num_nodes, pending, num_pending, hint=-1):
   """Finds one row's context node, walking from its last node where the context extends it.
 
-  hint: the child of the row's last node by the context's next symbol, if the caller has looked
-  it up already (prefetch_next_cdf), else -1; it replaces the walk's first probe.
+  hint: -1, or exactly the child of the row's last node (row_node[row], the node this function
+  stored for it) by symbols[start + row_len[row]], looked up by the caller (prefetch_next_cdf)
+  since; it is trusted, and replaces the walk's first probe, whenever the row's context extends
+  its last one (it is dropped otherwise).
   meta[:, 0] parent, meta[:, 1] symbol, meta[:, 2] depth. A missing node is created (invalid until
   computed) and appended to `pending`; a row waiting on one gets -1 and keeps its deepest valid
   node for the next round. The caller leaves room for one new node.
