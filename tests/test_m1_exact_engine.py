@@ -19,8 +19,6 @@ from neural_compression.methods import arithmetic as acc
 from neural_compression.coding import cdf_models
 from neural_compression import examples as ex
 from neural_compression.m1 import engine as ee
-from neural_compression.m1.engine import cached_coding
-from neural_compression.m1.engine import compiled_forward
 from neural_compression.m1.engine.compiled_forward import INT_GEMM_MAX_ROWS
 from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni

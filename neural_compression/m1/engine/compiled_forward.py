@@ -53,12 +53,13 @@ from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1.engine.integer_forward import NumpyBackend
 from neural_compression.methods import PRECISION_BITS
 
-_jit = numba.njit(cache=True, nogil=True)
 # The kernels that allocate nothing run without numba's reference counting (as the coder's,
-# compiled_coder): with it, every per-row call and row view paid atomic reference counts. The
-# per-element helpers are inlined into their callers.
-_jit_no_refcounts = numba.njit(cache=True, nogil=True, _nrt=False)
+# compiled_coder, and the prefix cache's): with it, every per-row call and row view paid atomic
+# reference counts. The per-element helpers are inlined into their callers. Only the kernels
+# that allocate their scratch arrays (attention, logits_to_cdf) keep reference counting.
+_jit = numba.njit(cache=True, nogil=True, _nrt=False)
 _inline = numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
+_jit_allocating = numba.njit(cache=True, nogil=True)
 
 # numba's cache checks only this file's own text, yet these kernels compile in constants of the
 # files below (LayerNorm and score shifts, the coder precision): this stamp of their text changes
@@ -137,14 +138,14 @@ def _layer_norm_row(h, gain, offset, eps, out):
     out[i] = min(max(y, -127), 127)  # into float32 or int16: exact, |y| <= 127
 
 
-@_jit_no_refcounts
+@_jit
 def layer_norm(h, gain, offset, eps, out):
   """LayerNorm of every row: h int64 [R, d] -> out float32 or int16 [R, d]."""
   for r in range(h.shape[0]):
     _layer_norm_row(h[r], gain, offset, eps, out[r])
 
 
-@_jit_no_refcounts
+@_jit
 def residual_layer_norm(h, y, mult, bias, gain, offset, eps, out):
   """h += round(y * mult) + bias (y: a GEMM's exact float32 or int32 [R, d], below 2**24, so
   its float32 is exact), then out = LayerNorm(h)."""
@@ -154,7 +155,7 @@ def residual_layer_norm(h, y, mult, bias, gain, offset, eps, out):
     _layer_norm_row(h[r], gain, offset, eps, out[r])
 
 
-@_jit_no_refcounts
+@_jit
 def requant_int8(acc, mult, out):
   """out int8 [R, n] = clip(round(acc * mult), -127, 127) for float32 or int32 acc [R, n]
   (exact integers below 2**24) and float32 mult [n]."""
@@ -164,7 +165,7 @@ def requant_int8(acc, mult, out):
                               np.float32(127)))
 
 
-@_jit_no_refcounts
+@_jit
 def mlp_hidden(acc, bias, mult, out):
   """out [R, f] = clip(round(float32(max(acc + bias, 0)) * mult), 0, 127) into float32 or int16
   (exact: an integer <= 127), acc float32 or int32."""
@@ -174,7 +175,7 @@ def mlp_hidden(acc, bias, mult, out):
       out[r, j] = min(max(np.rint(np.float32(a) * mult[j]), np.float32(0)), np.float32(127))
 
 
-@_jit
+@_jit_allocating
 def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mult, d_max,
               attn_exp, out):
   """One layer's attention of every row's new position over its history plus itself.
@@ -256,7 +257,7 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
         out[r, h * head_dim + c] = min(max(o, -127), 127)  # float32 or int16, exact
 
 
-@_jit
+@_jit_allocating
 def logits_to_cdf(y, mult, logit_exp, out):
   """CDFs out int64 [R, n + 1] from the logit GEMM y (float32 or int32) [R, n]: z = round(y * mult), then
   integer_forward._logits_to_cdf (largest remainders, ties to the lower symbol)."""
@@ -289,7 +290,7 @@ def logits_to_cdf(y, mult, logit_exp, out):
       out[r, i + 1] = cum
 
 
-@_jit_no_refcounts
+@_jit
 def int_gemm(a, weights_t, out):
   """out int32 [R, N] = a [R, K] @ weights_t.T for int16 operands holding int8 values: each
   product is exact in int16 (127**2 < 2**15) and each sum of K <= EXACT_K of them in int32, so
