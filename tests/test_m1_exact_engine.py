@@ -19,6 +19,7 @@ from neural_compression.methods import arithmetic as acc
 from neural_compression.coding import cdf_models
 from neural_compression import examples as ex
 from neural_compression.m1 import engine as ee
+from neural_compression.m1.engine import int8_gemm
 from neural_compression.m1.engine.compiled_forward import INT_GEMM_MAX_ROWS
 from neural_compression.m1 import exact_quantization as eq
 from neural_compression.m1 import numpy_inference as ni
@@ -373,20 +374,34 @@ def _adversarial_arrays(arrays):
   return out
 
 
+@pytest.fixture(params=["int8_gemm", "blas_and_int_gemm"])
+def gemm_path(request, monkeypatch):
+  """The compiled forward's GEMMs: int8_gemm (AVX-512 VNNI), or where numba's target lacks it,
+  BLAS and int_gemm (forced here by hiding VNNI)."""
+  if request.param == "int8_gemm" and not int8_gemm.SUPPORTED:
+    pytest.skip("numba does not target AVX-512 VNNI on this CPU")
+  if request.param == "blas_and_int_gemm":
+    monkeypatch.setattr(int8_gemm, "SUPPORTED", False)
+  return request.param
+
+
 @pytest.mark.parametrize("adversarial", [False, True])
 @pytest.mark.parametrize("rows,history", [(1, 0), (1, 9), (5, 1), (INT_GEMM_MAX_ROWS, 12),
                                           (INT_GEMM_MAX_ROWS + 1, 12), (32, 12), (64, 40),
                                           (300, 17), (3, 600),
                                           (2, 1100)])
 def test_compiled_forward_equals_numpy_on_random_histories(checkpoint, adversarial, rows,
-                                                           history):
+                                                           history, gemm_path):
   """Random int8 histories of mixed lengths (left-aligned, padded with garbage): new keys,
-  values and CDFs identical; 1,100 positions pass EXACT_K, where numpy chunks its sums; up to
-  INT_GEMM_MAX_ROWS rows the compiled GEMMs are int_gemm, from one more BLAS."""
+  values and CDFs identical; 1,100 positions pass EXACT_K, where numpy chunks its sums. Both GEMM
+  paths: int8_gemm at every row count; without it, up to INT_GEMM_MAX_ROWS rows int_gemm, from
+  one more BLAS."""
   arrays, doc = ee.load_exact_arrays(checkpoint)
   if adversarial:
     arrays = _adversarial_arrays(arrays)
   reference, compiled = _forward_pair(arrays, doc)
+  forward = compiled._compiled  # pylint: disable=protected-access
+  assert bool(forward.packed) == (gemm_path == "int8_gemm")
   c = reference.config
   rng = np.random.default_rng(rows * 1000 + history)
   shape = (rows, history, c.num_heads, c.head_dim)
@@ -518,7 +533,8 @@ def test_compiled_logits_to_cdf_equals_the_reference(checkpoint):
 
 
 @pytest.mark.parametrize("batch", [1, 64, 512])
-def test_compiled_model_cdfs_equal_numpy_at_any_batch(checkpoint, contexts, reference, batch):
+def test_compiled_model_cdfs_equal_numpy_at_any_batch(checkpoint, contexts, reference, batch,
+                                                     gemm_path):  # pylint: disable=unused-argument
   assert_batch_invariant(ee.load_exact_model(checkpoint, backend="compiled"), contexts, reference,
                          batch)
 

@@ -2,10 +2,12 @@
 
 The numpy reference spends most of its time outside the GEMMs: int64 temporaries for LayerNorm,
 requantization, the attention's [R, H, T] score / weight / probability arrays, a sort over 257
-symbols per CDF. Here the GEMMs stay on BLAS for batches of many rows (numpy `@` on the same
-int8-valued float32 operands, exact in any order, see integer_forward's module docstring) and run
-as an int16 loop in numba for very few rows (`int_gemm`, e.g. decoding at batch 1, where it
-beats sgemm), and everything between them runs as one compiled loop per row
+symbols per CDF. Here the GEMMs run as int8 x int8 -> int32 on AVX-512 VNNI where numba targets
+a CPU with it (`int8_gemm`, ~7x BLAS sgemm at every row count); elsewhere they stay on BLAS for
+batches of many rows (numpy `@` on the same int8-valued float32 operands, exact in any order, see
+integer_forward's module docstring) and run as an int16 loop in numba for very few rows
+(`int_gemm`, e.g. decoding at batch 1, where it beats sgemm). Everything between them runs as
+one compiled loop per row
 (`numba.njit(cache=True, nogil=True)`, without reference counting where a kernel allocates
 nothing, single-threaded like the BLAS the engine caps at one thread).
 
@@ -15,7 +17,8 @@ Why every result equals the numpy backend's, bit for bit:
     one GEMM against [wq | wk | wv]: every output column is still its own dot product. int_gemm
     multiplies the same int8 values as int16 (each product < 2**15, exact) and sums them in
     int32 (< EXACT_K * 127**2 < 2**24), the same integer; the kernels below convert it to
-    float32 exactly before requantizing.
+    float32 exactly before requantizing. int8_gemm gives the same integers in int32 (its module
+    docstring).
   * Requantization: one float32 x float32 multiply (numba keeps float32 * float32 in float32,
     no fastmath, so no FMA contraction or reassociation) rounded by np.rint, which is IEEE
     round-half-to-even in the default rounding mode, as np.round(decimals=0) is; a test compares
@@ -50,6 +53,7 @@ import numpy as np
 
 from neural_compression import symbols as sym
 from neural_compression.m1 import exact_quantization as eq
+from neural_compression.m1.engine import int8_gemm
 from neural_compression.m1.engine.integer_forward import NumpyBackend
 from neural_compression.methods import PRECISION_BITS
 
@@ -135,12 +139,12 @@ def _layer_norm_row(h, gain, offset, eps, out):
   inv_denom = 1.0 / np.float64(denom)
   for i in range(d):
     y = _floor_div(2 * (h[i] - mean) * gain[i] + half, denom, inv_denom) + offset[i]
-    out[i] = min(max(y, -127), 127)  # into float32 or int16: exact, |y| <= 127
+    out[i] = min(max(y, -127), 127)  # into float32, int16 or int8: exact, |y| <= 127
 
 
 @_jit
 def layer_norm(h, gain, offset, eps, out):
-  """LayerNorm of every row: h int64 [R, d] -> out float32 or int16 [R, d]."""
+  """LayerNorm of every row: h int64 [R, d] -> out float32, int16 or int8 [R, d]."""
   for r in range(h.shape[0]):
     _layer_norm_row(h[r], gain, offset, eps, out[r])
 
@@ -167,8 +171,8 @@ def requant_int8(acc, mult, out):
 
 @_jit
 def mlp_hidden(acc, bias, mult, out):
-  """out [R, f] = clip(round(float32(max(acc + bias, 0)) * mult), 0, 127) into float32 or int16
-  (exact: an integer <= 127), acc float32 or int32."""
+  """out [R, f] = clip(round(float32(max(acc + bias, 0)) * mult), 0, 127) into float32, int16 or
+  int8 (exact: an integer <= 127), acc float32 or int32."""
   for r in range(acc.shape[0]):
     for j in range(acc.shape[1]):
       a = max(np.int64(acc[r, j]) + bias[j], 0)
@@ -182,7 +186,8 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
 
   qkv: int8 [R, 3, H, hd]: q, k and v of the new positions; keys, values: int8 [N, H, hd]
   storage (prefix cache nodes or a lockstep buffer); hist_idx int64 [R, >= T]: row r's history
-  positions are keys[hist_idx[r, t]] for t < hist_len[r], oldest first. out float32 [R, H * hd]
+  positions are keys[hist_idx[r, t]] for t < hist_len[r], oldest first. out [R, H * hd] (float32,
+  int16 or int8)
   = clip(_rdiv(sum_t prob_t * value_t, 127), -127, 127), as integer_forward.forward_new computes.
   """
   num_heads, head_dim = qkv.shape[2], qkv.shape[3]
@@ -254,7 +259,7 @@ def attention(qkv, keys, values, hist_idx, hist_len, buckets, rel_bias, score_mu
           part[c] += p * np.int32(values[j, h, c])
       for c in range(head_dim):
         o = (2 * (np.int64(part[c]) + p_self * np.int64(qkv[r, 2, h, c])) + 127) // 254
-        out[r, h * head_dim + c] = min(max(o, -127), 127)  # float32 or int16, exact
+        out[r, h * head_dim + c] = min(max(o, -127), 127)  # float32, int16 or int8: exact
 
 
 @_jit_allocating
@@ -365,31 +370,41 @@ class CompiledForward:
     self.wz = np.ascontiguousarray(p["wz"], np.float32)
     self.mz = np.ascontiguousarray(p["mz"], np.float32)
     self._zero_bias = np.zeros(c.d_model, np.int64)
-    # int_gemm's operands: every weight matrix transposed, as int16 (keyed by the float32 one).
+    all_weights = [w[n] for w in self.layers for n in ("wqkv", "wo", "wi", "wd")] + [self.wz]
+    # int8_gemm's operands where numba targets AVX-512 VNNI (every row count), else int_gemm's:
+    # every weight matrix transposed, as int16 (keyed by the float32 one).
+    self.packed = {}
     self.transposed = {}
-    for weights in [w[n] for w in self.layers for n in ("wqkv", "wo", "wi", "wd")] + [self.wz]:
-      self.transposed[id(weights)] = np.ascontiguousarray(weights.T.astype(np.int16))
+    if int8_gemm.SUPPORTED and all(w.shape[0] % 4 == 0 for w in all_weights):
+      self.packed = {id(w): int8_gemm.pack(w) for w in all_weights}
+    else:
+      self.transposed = {id(w): np.ascontiguousarray(w.T.astype(np.int16)) for w in all_weights}
     self._warm_up()
 
   def _warm_up(self) -> None:
-    """Runs both GEMM paths once (int16 and float32 kernel specializations), so that compiling
-    them (~18 s with an empty numba cache) or loading them from the cache (~1 s) happens at load,
-    not inside the first decode that happens to cross INT_GEMM_MAX_ROWS."""
+    """Runs the forward at 1 and INT_GEMM_MAX_ROWS + 1 rows (without VNNI, both GEMM paths:
+    the int16 and float32 kernel specializations), so that compiling them (~18 s with an empty
+    numba cache) or loading them from the cache (~1 s) happens at load, not inside the first
+    decode that happens to cross INT_GEMM_MAX_ROWS."""
     c = self.config
     storage = [np.zeros((1, c.num_heads, c.head_dim), np.int8)] * c.num_layers
     for rows in (1, INT_GEMM_MAX_ROWS + 1):
       self.forward_gather(np.zeros(rows, np.int64), storage, storage,
                           np.zeros((rows, 1), np.int64), np.ones(rows, np.int64))
 
-  @staticmethod
-  def operand_dtype(rows: int):
-    """GEMM operands: int16 through int_gemm for few rows, float32 through BLAS for many; the
-    same exact integers either way."""
+  def operand_dtype(self, rows: int):
+    """GEMM operands: int8 through int8_gemm where the CPU has AVX-512 VNNI; elsewhere int16
+    through int_gemm for few rows and float32 through BLAS for many. The same exact integers
+    every way."""
+    if self.packed:
+      return np.int8
     return np.int16 if rows <= INT_GEMM_MAX_ROWS else np.float32
 
   def gemm(self, x, weights):
     """x [R, K] (operand_dtype(R)) @ weights (one of this forward's float32 matrices): exact
-    integers, float32 from BLAS or int32 from int_gemm."""
+    integers, float32 from BLAS or int32 from int8_gemm or int_gemm."""
+    if x.dtype == np.int8:
+      return int8_gemm.matmul(x, self.packed[id(weights)])
     if x.dtype == np.float32:
       return x @ weights
     out = np.empty((x.shape[0], weights.shape[1]), np.int32)
