@@ -74,19 +74,46 @@ def test_matmul_refuses_operands_of_another_dtype_or_depth():
     int8_gemm.matmul(np.ones((2, 12), np.int8), packed)
 
 
+# In a fresh process: SUPPORTED, and where it is true, one product checked (a wrong SUPPORTED
+# makes LLVM abort the process while compiling the kernel, so the return code says it).
+_PROBE = """
+import numpy as np
+from neural_compression.m1.engine import int8_gemm
+if int8_gemm.SUPPORTED:
+  a = np.arange(-64, 64, dtype=np.int8).reshape(2, 64)
+  w = np.arange(64 * 3).reshape(64, 3) % 255 - 127
+  assert (int8_gemm.matmul(a, int8_gemm.pack(w)) == a.astype(np.int64) @ w).all()
+print(int8_gemm.SUPPORTED)
+"""
+
+
 def _supported_in_subprocess(**env) -> str:
-  return subprocess.run(
-      [sys.executable, "-c", "from neural_compression.m1.engine import int8_gemm; "
-                             "print(int8_gemm.SUPPORTED)"],
-      env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
+  environment = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+  done = subprocess.run([sys.executable, "-c", _PROBE], env={**environment, **env},
+                        capture_output=True, text=True, check=False)
+  assert done.returncode == 0, (env, done.returncode, done.stderr[-2000:])
+  return done.stdout.strip()
 
 
-def test_not_supported_where_numba_targets_a_cpu_without_vnni():
-  """NUMBA_CPU_NAME=generic (a portable cache) has no AVX-512: the forward must use BLAS there.
-  A named CPU whose listed features include VNNI may use it."""
-  assert _supported_in_subprocess(NUMBA_CPU_NAME="generic") == "False"
+@pytest.mark.parametrize("env", [
+    {"NUMBA_CPU_NAME": "generic"},  # numba's portable target: no features
+    {"NUMBA_ENABLE_AVX": "0"},  # numba turns every avx* feature of the host off
+    {"NUMBA_CPU_FEATURES": "-avx512vnni"},
+    {"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": "+avx512f,+avx512bw,+avx512vnni,-avx512f"},
+    {"NUMBA_DISABLE_JIT": "1"},  # the intrinsics do not run as Python
+])
+def test_not_supported_where_numba_does_not_compile_for_vnni(env):
+  """SUPPORTED reads the target as numba's codegen does; where it is false the forward uses BLAS
+  (tests/test_m1_exact_engine.py runs that path), and the process never compiles the kernel."""
+  assert _supported_in_subprocess(**env) == "False"
+
+
+@needs_vnni
+def test_supported_and_exact_where_numba_targets_vnni():
+  """The host itself, and a named target listing the features (legal here: this CPU has them)."""
+  assert _supported_in_subprocess() == "True"
   assert _supported_in_subprocess(
-      NUMBA_CPU_NAME="znver4", NUMBA_CPU_FEATURES="+avx512f,+avx512bw,+avx512vnni") == "True"
+      NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+avx512f,+avx512bw,+avx512vnni") == "True"
 
 
 def test_matmul_refuses_to_run_where_not_supported(monkeypatch):

@@ -534,9 +534,10 @@ def test_compiled_logits_to_cdf_equals_the_reference(checkpoint):
 
 @pytest.mark.parametrize("batch", [1, 64, 512])
 def test_compiled_model_cdfs_equal_numpy_at_any_batch(checkpoint, contexts, reference, batch,
-                                                     gemm_path):  # pylint: disable=unused-argument
-  assert_batch_invariant(ee.load_exact_model(checkpoint, backend="compiled"), contexts, reference,
-                         batch)
+                                                     gemm_path):
+  model = ee.load_exact_model(checkpoint, backend="compiled")
+  assert bool(model.engine._compiled.packed) == (gemm_path == "int8_gemm")  # pylint: disable=protected-access
+  assert_batch_invariant(model, contexts, reference, batch)
 
 
 def test_auto_backend_is_compiled_without_a_gpu(checkpoint, monkeypatch):

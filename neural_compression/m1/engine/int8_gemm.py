@@ -19,11 +19,15 @@ below 2**24, and to the numpy reference):
     call: the kernel computes rows in tiles of 4, and a last partial tile repeats the last row
     (the same integers written twice to the same place).
 
-Only `matmul` and `pack` are the interface; `SUPPORTED` says whether this process may run it.
-It is false where numba compiles for a CPU without AVX-512 VNNI (or for a named CPU,
-NUMBA_CPU_NAME, whose features do not include it); callers use BLAS there, which gives the same
-integers. numba's cache keys its code by the CPU it was compiled for, so a cache copied to
-another CPU is recompiled, never run.
+Only `matmul` and `pack` are the interface; `SUPPORTED` says whether numba compiles this
+process's kernels for a target with AVX-512 VNNI, read as numba's codegen reads it: the host's
+features (with NUMBA_ENABLE_AVX applied), or NUMBA_CPU_FEATURES where set (numba sets it to ""
+for NUMBA_CPU_NAME=generic). It is false there without VNNI, and under NUMBA_DISABLE_JIT;
+callers use BLAS there, which gives the same integers. numba's cache keys its code by the
+target (triple, CPU name, features): with neither variable set, a cache copied to another CPU
+is recompiled, never run. A user who names a target (NUMBA_CPU_NAME with NUMBA_CPU_FEATURES)
+asserts that every machine that loads the cache has it, for this kernel as for every other
+numba kernel.
 
 The kernel reads no other file of this package (numba's cache checks only this one).
 """
@@ -31,8 +35,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import llvmlite.binding
 import numba
+from numba.core import codegen as numba_codegen
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -47,15 +51,29 @@ TILE_ROWS = 4
 MAX_DEPTH = ((1 << 31) - 1) // (255 * 128)
 
 
+def _numba_target_features() -> dict[str, bool]:
+  """The CPU features numba's JIT compiles for, read as numba's own codegen reads them
+  (CPUCodegen._get_host_cpu_features): NUMBA_CPU_FEATURES where set (numba sets it to "" for
+  NUMBA_CPU_NAME=generic), else the host's with NUMBA_ENABLE_AVX applied. A "+x" / "-x" list,
+  the last entry for a feature winning, as LLVM reads it."""
+  listed = numba.config.CPU_FEATURES
+  if listed is None:
+    listed = numba_codegen.get_host_cpu_features()
+  features = {}
+  for entry in listed.split(","):
+    entry = entry.strip()
+    if entry[:1] in ("+", "-"):
+      features[entry[1:]] = entry[0] == "+"
+  return features
+
+
 def _numba_target_has_vnni() -> bool:
-  """Whether numba compiles for a CPU with AVX-512 F, BW and VNNI (the kernel's instructions)."""
-  needed = ("avx512f", "avx512bw", "avx512vnni")
-  if numba.config.CPU_NAME not in (None, "host"):  # a named target: only its listed features
-    listed = {f.strip()[1:] for f in (numba.config.CPU_FEATURES or "").split(",")
-              if f.strip().startswith("+")}
-    return all(n in listed for n in needed)
-  features = llvmlite.binding.get_host_cpu_features()  # an x86 CPU's; others lack these names
-  return all(features.get(n, False) for n in needed)
+  """Whether numba compiles this process's kernels, and for a target with AVX-512 F, BW and VNNI
+  (the kernel's instructions; without them LLVM aborts the process while compiling it)."""
+  if numba.config.DISABLE_JIT:  # the kernel's intrinsics do not run as Python
+    return False
+  features = _numba_target_features()  # an x86 target's; others lack these names
+  return all(features.get(n, False) for n in ("avx512f", "avx512bw", "avx512vnni"))
 
 
 SUPPORTED = _numba_target_has_vnni()
