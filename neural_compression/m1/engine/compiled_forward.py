@@ -382,13 +382,13 @@ class CompiledForward:
     self._warm_up()
 
   def _warm_up(self) -> None:
-    """Runs the forward at 1 and INT_GEMM_MAX_ROWS + 1 rows (without VNNI, both GEMM paths:
-    the int16 and float32 kernel specializations), so that compiling them (~18 s with an empty
-    numba cache) or loading them from the cache (~1 s) happens at load, not inside the first
-    decode that happens to cross INT_GEMM_MAX_ROWS."""
+    """Runs the forward once per GEMM operand type: at 1 row, and without VNNI also at
+    INT_GEMM_MAX_ROWS + 1 (the int16 and float32 kernel specializations), so that compiling them
+    (~18 s with an empty numba cache) or loading them from the cache (~1 s) happens at load, not
+    inside the first decode that happens to cross INT_GEMM_MAX_ROWS."""
     c = self.config
     storage = [np.zeros((1, c.num_heads, c.head_dim), np.int8)] * c.num_layers
-    for rows in (1, INT_GEMM_MAX_ROWS + 1):
+    for rows in (1,) if self.packed else (1, INT_GEMM_MAX_ROWS + 1):
       self.forward_gather(np.zeros(rows, np.int64), storage, storage,
                           np.zeros((rows, 1), np.int64), np.ones(rows, np.int64))
 

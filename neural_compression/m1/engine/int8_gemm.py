@@ -171,6 +171,8 @@ def _gemm_kernel(a, panels, correction, out):
     for r0 in range(0, rows, TILE_ROWS):
       r1, r2, r3 = min(r0 + 1, last), min(r0 + 2, last), min(r0 + 3, last)
       a0, a1, a2, a3 = r0 * depth, r1 * depth, r2 * depth, r3 * depth
+      # Unrolled by hand: numba has no arrays of vectors, so the tile's 16 accumulators are 16
+      # named variables, which LLVM keeps in registers.
       c00, c01, c02, c03 = _zero(), _zero(), _zero(), _zero()
       c10, c11, c12, c13 = _zero(), _zero(), _zero(), _zero()
       c20, c21, c22, c23 = _zero(), _zero(), _zero(), _zero()
@@ -231,8 +233,8 @@ def pack(weights) -> PackedWeights:
   full = np.zeros((depth, padded), np.int8)
   full[:, :columns] = as_int8
   panels = full.reshape(depth // 4, 4, padded // TILE_COLUMNS, 4, 16).transpose(2, 0, 3, 4, 1)
-  correction = 128 * full.astype(np.int32).sum(axis=0, dtype=np.int32)
-  return PackedWeights(np.ascontiguousarray(panels), correction.astype(np.int32), columns)
+  correction = 128 * full.sum(axis=0, dtype=np.int32)
+  return PackedWeights(np.ascontiguousarray(panels), correction, columns)
 
 
 def matmul(a: np.ndarray, packed: PackedWeights) -> np.ndarray:
