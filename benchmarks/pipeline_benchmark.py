@@ -1,35 +1,43 @@
 """Beam job overhead: the DirectRunner job against the bare engine on the same examples, one run.
 
   python benchmarks/pipeline_benchmark.py [--examples_per_run 40] [--methods equal_info_ac:b16:v65k]
-      [--against_examples_per_run 40] [--repeats 3]
+      [--corpus_copies C] [--against_corpus_copies c | --against_examples_per_run K]
+      [--repeats 3]
 
-Runs the job (`python -m beam_pipeline`, in-process DirectRunner, default corpus) into a
-temporary directory, rebuilds the exact examples it compressed with the job's own stages, then
-runs the bare compressors on them (same batch size): each in a fresh process, timed from the
-process's start to its end (interpreter, imports, loading M1 and its compiled kernels included:
-what a worker must pay whatever runs it; the bare process also unpickles its examples). Prints
-both throughputs and the job's overhead. The job's time covers reading, runs, loading M1,
-compression, serialization and writing; Beam's start-up is part of it, so use enough examples
-for the figure to mean something at scale (--examples_per_run 0: the whole default corpus).
-(Never two jobs in one process: the second finds the imports and compiled kernels loaded, and
-ran up to 30% faster here.)
+Runs the job (`python -m beam_pipeline`, in-process DirectRunner) into a temporary directory,
+rebuilds the exact examples it compressed with the job's own stages, then runs the bare
+compressors on them (same batch size), each in a fresh process (never two jobs in one process:
+the second finds the imports and compiled kernels loaded, and ran up to 30% faster here). Each
+is timed twice: from outside, from the process's start to its end (interpreter, imports, loading
+M1 and its compiled kernels: what a worker pays whatever runs it; the bare process also
+unpickles its examples), and from inside, from after the imports (which vary by tenths of a
+second between processes) to the end of the job or of the last example. Every figure is printed
+in wall seconds and in CPU seconds (user + system, all threads): CPU seconds are the cost on a
+shared machine and do not count the time a process waited for a core a neighbour held.
 
---against_examples_per_run K also runs both on the first K examples of every run (fewer bytes
-of the same corpus) and prints the per-byte part of the overhead, from the differences
-between the two, (job - job_K) / (bare - bare_K) - 1, in which every cost paid once per job
-(start-up, imports, graph, checks, loading M1) cancels. At C4 scale only the per-byte part
-remains. (A corpus repeated with new URLs would not do: its repeated
-text hits the prefix cache.) --repeats R times each job and bare run R times, alternating, and
-keeps the fastest of each: this machine's noise is of the order of a second. Every figure is
-printed twice, in wall seconds and in CPU seconds (user + system of the process and all its
-threads): CPU seconds are the cost on a shared machine and do not count the time a process
-waited for a core that a neighbour held.
+The input is the embedded default corpus (12 MB; --examples_per_run 0 compresses all of it) or,
+with --corpus_copies C, C copies of it written as gzipped C4 JSON shards with distinct URLs (the
+format users read; run buckets and shards scale with C). The job's whole overhead includes what
+it pays once (Beam's import, building and checking the graph, the local runner's start) and
+what it pays per byte (decompressing and parsing the input, grouping documents into runs and
+records into shards, serializing and writing records). Beam's own floor is printed beside it: a
+fresh process that imports Beam and runs a one-transform pipeline, which no job can beat.
+
+A second setting splits the two parts: per byte = (job - job_2) / (bare - bare_2) - 1, in which
+every cost paid once per job cancels. --against_corpus_copies c runs on a smaller corpus (c
+copies; 0: the embedded default corpus, read through another source), so the per-byte figure
+counts reading too. --against_examples_per_run K compresses only K examples per run of the
+same corpus: both read the whole corpus, so reading cancels and the figure is per compressed
+byte only. --repeats R runs everything R times, alternating (Beam's floor, then each setting's
+job and bare run), keeps the fastest of each, and also prints the per-byte figure of each
+repeat's own four processes, whose spread shows how far this machine's noise moves it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import pathlib
 import pickle
 import resource
 import subprocess
@@ -43,16 +51,41 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline import options as options_lib
 from beam_pipeline import pipeline
 
+import scale_benchmark  # benchmarks/ is this script's directory, first on sys.path
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The bare engine in a fresh process: load what a worker loads, encode.
+# The job in a fresh process, as `python -m beam_pipeline` runs it, reporting its own clock from
+# after the imports to the end of the job: imports are a fixed cost (the outer clock counts
+# them), and their time varies by tenths of a second from one process to the next here, which
+# the per-byte figure, a difference between runs, would otherwise inherit.
+JOB = """
+import json, resource, sys, time
+timing_path, argv = sys.argv[1], sys.argv[2:]
+from beam_pipeline import __main__ as job
+from neural_compression.m1 import engine
+def cpu():
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+wall, cpu0 = time.perf_counter(), cpu()
+rc = job.main(argv)
+open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0}))
+sys.exit(rc)
+"""
+
+# The bare engine in a fresh process: load what a worker loads, encode; its own clock runs from
+# after the imports (loading M1 and its compiled kernels included) to the last example.
 BARE = """
-import pickle, sys
-path, method_list, checkpoint, context, batch = sys.argv[1:]
+import json, pickle, resource, sys, time
+timing_path, path, method_list, checkpoint, context, batch = sys.argv[1:]
 data = [x for _, x in pickle.loads(open(path, "rb").read())]
 from neural_compression import methods
 from neural_compression.m1 import engine
+def cpu():
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+wall, cpu0 = time.perf_counter(), cpu()
 specs = methods.parse_methods(method_list)
 m1 = engine.load_exact_model(checkpoint, max_context=int(context) or None) if any(
     s.uses_m1 for s in specs) else None
@@ -60,41 +93,89 @@ for spec in specs:
   compressor = methods.build_compressor(spec, m1_model=m1)
   for i in range(0, len(data), int(batch)):
     compressor.encode_batch(data[i:i + int(batch)])
+open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0}))
+"""
+
+# Beam's own floor: a fresh process that imports Beam and runs a one-transform pipeline on the
+# same runner. No Beam job, however small its graph, finishes faster than this.
+FLOOR = """
+import apache_beam as beam
+with beam.Pipeline() as p:
+  _ = p | beam.Create([0]) | beam.Map(lambda x: x)
 """
 
 
-def _timed_process(argv: list[str]) -> tuple[float, float]:
-  """(wall seconds, CPU seconds) of a fresh Python process running `argv`. CPU seconds (user +
-  system, all its threads) are what the work costs on a shared machine: they do not count the
-  time the process waited for a core that a neighbour held, which wall time does."""
+def _timed_process(argv: list[str], timing_path: str | None = None) -> dict:
+  """Wall and CPU seconds of a fresh Python process running `argv`, from outside (start to exit:
+  'wall', 'cpu'), and where the process writes its own clock to `timing_path`, from inside
+  ('inner_wall', 'inner_cpu'). CPU seconds (user + system, all its threads) are what the work
+  costs on a shared machine: they do not count the time the process waited for a core that a
+  neighbour held, which wall time does."""
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   start = time.perf_counter()
   subprocess.run([sys.executable, *argv], check=True, capture_output=True, text=True, cwd=REPO)
   wall = time.perf_counter() - start
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
-  return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  timing = {"wall": wall,
+            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+  if timing_path:
+    inner = json.loads(open(timing_path).read())
+    timing.update(inner_wall=inner["wall"], inner_cpu=inner["cpu"])
+  return timing
 
 
-def measure(flags: list[str], out_dir: str, work: str, methods: str, batch_size: int) -> dict:
-  """Runs the job with `flags` into `out_dir`, then the bare compressors on the examples it
-  compressed; returns the bytes compressed and both wall and CPU times (seconds)."""
-  job_wall, job_cpu = _timed_process(["-m", "beam_pipeline", *flags])
-  manifest = json.loads(open(f"{out_dir}/manifest.json").read())
-  # The same examples, rebuilt by the job's own stages (not timed).
+def dump_examples(flags: list[str], dump: str) -> None:
+  """Writes the examples a job with `flags` compresses, rebuilt by the job's own stages, to
+  `dump` (a pickled list of (example_id, symbols), sorted by id). Not timed."""
   opts = PipelineOptions(flags).view_as(options_lib.CompressionOptions)
-  dump = f"{work}/examples.pkl"
-  if not os.path.exists(dump):  # the same flags give the same examples
-    with beam.Pipeline(options=PipelineOptions(flags)) as p:
-      examples, _ = pipeline.read_examples(p, opts)
-      _ = (examples | beam.combiners.ToList()
-           | beam.Map(lambda items: open(dump, "wb").write(
-               pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
+  with beam.Pipeline(options=PipelineOptions(flags)) as p:
+    examples, _ = pipeline.read_examples(p, opts)
+    _ = (examples | beam.combiners.ToList()
+         | beam.Map(lambda items: open(dump, "wb").write(
+             pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
+
+
+def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size: int) -> dict:
+  """Runs the job with `flags` into `out_dir`, then the bare compressors on the examples it
+  compressed (`dump`); returns the bytes compressed and the times of both (seconds, see
+  _timed_process), keyed job_*, bare_*."""
+  job = _timed_process(["-c", JOB, f"{out_dir}.timing", *flags, f"--output_dir={out_dir}"],
+                       f"{out_dir}.timing")
+  manifest = json.loads(open(f"{out_dir}/manifest.json").read())
   if manifest.get("static_unigram_sha256") or manifest.get("spm_model_sha256"):
     raise SystemExit("pick methods without estimated artifacts (M1 methods, gzip, bytes)")
-  bare_wall, bare_cpu = _timed_process(["-c", BARE, dump, methods, opts.m1_checkpoint,
-                                        str(manifest.get("m1_context") or 0), str(batch_size)])
-  return {"bytes": manifest["counters"]["runs/bytes_in_examples"], "job": job_wall,
-          "bare": bare_wall, "job_cpu": job_cpu, "bare_cpu": bare_cpu}
+  checkpoint = PipelineOptions(flags).view_as(options_lib.CompressionOptions).m1_checkpoint
+  bare = _timed_process(["-c", BARE, f"{out_dir}.bare_timing", dump, methods, checkpoint,
+                         str(manifest.get("m1_context") or 0), str(batch_size)],
+                        f"{out_dir}.bare_timing")
+  row = {"bytes": manifest["counters"]["runs/bytes_in_examples"]}
+  row.update({f"job_{k}": v for k, v in job.items()})
+  row.update({f"bare_{k}": v for k, v in bare.items()})
+  return row
+
+
+def _median(values: list[float]) -> float:
+  values = sorted(values)
+  mid = len(values) // 2
+  return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _source_flags(out: str, copies: int) -> list[str]:
+  """The job's input flags: the embedded default corpus (copies 0), or `copies` copies of it
+  written as C4 JSON shards under `out` (distinct URLs), with run buckets and shards scaled as
+  scale_benchmark scales them, so that each key's work stays what it is on the default corpus."""
+  if not copies:
+    return []
+  corpus_dir = pathlib.Path(out) / f"corpus_{copies}x"
+  if not corpus_dir.exists():
+    scale_benchmark.write_corpus(corpus_dir, copies)
+  return ["--source=c4_json", f"--input={corpus_dir}/c4-train.*.json.gz",
+          f"--run_buckets={copies}", f"--num_shards={4 * copies}"]
+
+
+def _label(copies: int, examples_per_run: int) -> str:
+  corpus_name = f"{copies} copies of the default corpus" if copies else "the default corpus"
+  return f"{corpus_name}, --examples_per_run {examples_per_run}"
 
 
 def main() -> None:
@@ -103,47 +184,82 @@ def main() -> None:
   parser.add_argument("--methods", default="equal_info_ac:b16:v65k")
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=1)
+  parser.add_argument("--corpus_copies", type=int, default=0,
+                      help="C > 0: run on C copies of the default corpus (C4 JSON shards, "
+                           "distinct URLs) instead of the embedded default corpus")
   parser.add_argument("--against_examples_per_run", type=int, default=0,
-                      help="K > 0: also run on K examples per run, and split the overhead into "
-                           "its fixed and per-byte parts")
+                      help="K > 0: also run on K examples per run of the same corpus, and split "
+                           "the overhead into its fixed and per-compressed-byte parts")
+  parser.add_argument("--against_corpus_copies", type=int, default=-1,
+                      help="c >= 0: also run on c copies of the default corpus (0: the embedded "
+                           "one), and split the overhead into its fixed and per-byte parts")
   args = parser.parse_args()
+  if args.against_examples_per_run and args.against_corpus_copies >= 0:
+    raise SystemExit("pick one of --against_examples_per_run and --against_corpus_copies")
   out = tempfile.mkdtemp(prefix="pipeline_bench_")
-  settings = [args.examples_per_run] + ([args.against_examples_per_run]
-                                        if args.against_examples_per_run else [])
-  rows = []
-  for examples_per_run in settings:
-    work = f"{out}/{examples_per_run}"
-    os.makedirs(work)
-    flags = [f"--methods={args.methods}",
-             f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
-    runs = [measure([*flags, f"--output_dir={work}/run{i}"], f"{work}/run{i}", work,
-                    args.methods, args.batch_size) for i in range(args.repeats)]
-    r = {"bytes": runs[0]["bytes"], "runs": runs}
-    r.update({key: min(x[key] for x in runs) for key in ("job", "bare", "job_cpu", "bare_cpu")})
-    rows.append(r)
-    print(f"--examples_per_run {examples_per_run}: {r['bytes']:,} bytes, methods {args.methods}")
-    print(f"  job (DirectRunner, everything included, best of {args.repeats}): {r['job']:.1f} s, "
-          f"{r['bytes'] / r['job']:,.0f} bytes/s; {r['job_cpu']:.1f} CPU s")
+  settings = [(args.corpus_copies, args.examples_per_run)]
+  if args.against_examples_per_run:
+    settings.append((args.corpus_copies, args.against_examples_per_run))
+  elif args.against_corpus_copies >= 0:
+    settings.append((args.against_corpus_copies, args.examples_per_run))
+  if len(set(settings)) != len(settings):
+    raise SystemExit("the two settings are the same")
+  flags, dumps = {}, {}
+  for index, (copies, examples_per_run) in enumerate(settings):
+    os.makedirs(f"{out}/{index}")
+    flags[index] = [*_source_flags(out, copies), f"--methods={args.methods}",
+                    f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
+    dumps[index] = f"{out}/{index}/examples.pkl"
+    dump_examples(flags[index], dumps[index])
+  # Alternating: every repeat runs Beam's floor, then each setting's job and bare engine, so
+  # that a slow minute of this machine falls on all of them rather than on one setting.
+  runs = {index: [] for index in flags}
+  floors = []
+  for i in range(args.repeats):
+    floors.append(_timed_process(["-c", FLOOR]))
+    for index in flags:
+      runs[index].append(measure(flags[index], f"{out}/{index}/run{i}", dumps[index],
+                                 args.methods, args.batch_size))
+  best = {index: {key: min(r[key] for r in rs) for key in rs[0]} for index, rs in runs.items()}
+  floor = {key: min(f[key] for f in floors) for key in ("wall", "cpu")}
+  print(f"Beam's floor (fresh process: import apache_beam, run a one-transform pipeline on the "
+        f"DirectRunner), best of {args.repeats}: {floor['wall']:.2f} s, {floor['cpu']:.2f} CPU s")
+  for index, setting in enumerate(settings):
+    r = best[index]
+    print(f"{_label(*setting)}: {r['bytes']:,} bytes compressed, methods {args.methods}")
+    print(f"  job (DirectRunner, everything included, best of {args.repeats}): "
+          f"{r['job_wall']:.2f} s, {r['bytes'] / r['job_wall']:,.0f} bytes/s; "
+          f"{r['job_cpu']:.2f} CPU s")
     print(f"  bare compressors on the same examples, fresh process, M1 load included, best of "
-          f"{args.repeats}: {r['bare']:.1f} s, {r['bytes'] / r['bare']:,.0f} bytes/s; "
-          f"{r['bare_cpu']:.1f} CPU s")
-    print(f"  job overhead: {100 * (r['job'] / r['bare'] - 1):+.1f}% wall, "
-          f"{100 * (r['job_cpu'] / r['bare_cpu'] - 1):+.1f}% CPU (bound: at most +15%)",
-          flush=True)
-  if len(rows) == 2:
-    big, small = rows
-    for clock, job, bare in (("wall", "job", "bare"), ("CPU", "job_cpu", "bare_cpu")):
-      per_byte = (big[job] - small[job]) / (big[bare] - small[bare]) - 1
-      print(f"per-byte overhead, {clock} seconds (the {big['bytes'] - small['bytes']:,} bytes "
-            f"between the two): {100 * per_byte:+.1f}% (bound: at most +15%); the job's extra "
-            f"seconds: {small[job] - small[bare]:.1f} s at {small['bytes']:,} bytes, "
-            f"{big[job] - big[bare]:.1f} s at {big['bytes']:,} bytes")
-      # The same figure from each repeat's own four processes (run i at both sizes): its
+          f"{args.repeats}: {r['bare_wall']:.2f} s, {r['bytes'] / r['bare_wall']:,.0f} bytes/s; "
+          f"{r['bare_cpu']:.2f} CPU s")
+    print(f"  job overhead: {100 * (r['job_wall'] / r['bare_wall'] - 1):+.1f}% wall, "
+          f"{100 * (r['job_cpu'] / r['bare_cpu'] - 1):+.1f}% CPU (bound: at most +15%)")
+    # What the bound leaves for everything Beam adds, against what Beam alone costs.
+    print(f"  +15% of the bare run is {0.15 * r['bare_wall']:.2f} s; Beam's floor alone is "
+          f"{floor['wall']:.2f} s = {100 * floor['wall'] / r['bare_wall']:+.1f}% of it", flush=True)
+  if len(settings) == 2:
+    big, small = runs[0], runs[1]
+    between = big[0]["bytes"] - small[0]["bytes"]
+    what = ("compressed byte (the same corpus read by both, so reading it cancels)"
+            if settings[0][0] == settings[1][0] else "byte (corpus read and compressed)")
+    print(f"overhead per {what}, from the {between:,} bytes between the two settings, bound: at "
+          f"most +15%:")
+    for clock, key in (("outer clock (process start to exit), wall", "wall"),
+                       ("outer clock, CPU", "cpu"),
+                       ("inner clock (after the imports), wall", "inner_wall"),
+                       ("inner clock, CPU", "inner_cpu")):
+      b, s = best[0], best[1]
+      best_of = (b[f"job_{key}"] - s[f"job_{key}"]) / (b[f"bare_{key}"] - s[f"bare_{key}"]) - 1
+      # The same figure from each repeat's own four processes (run i of both settings): its
       # spread says how far this machine's noise moves it.
-      pairs = sorted((b[job] - s[job]) / (b[bare] - s[bare]) - 1
-                     for b, s in zip(big["runs"], small["runs"]))
-      print(f"  per repeat ({len(pairs)}): median {100 * pairs[len(pairs) // 2]:+.1f}%, from "
-            f"{100 * pairs[0]:+.1f}% to {100 * pairs[-1]:+.1f}%")
+      pairs = sorted((bi[f"job_{key}"] - si[f"job_{key}"]) / (bi[f"bare_{key}"] - si[f"bare_{key}"])
+                     - 1 for bi, si in zip(big, small))
+      print(f"  {clock}: best-of {100 * best_of:+.1f}%; per repeat ({len(pairs)}): median "
+            f"{100 * _median(pairs):+.1f}%, from {100 * pairs[0]:+.1f}% to {100 * pairs[-1]:+.1f}%;"
+            f" the job's extra seconds {s[f'job_{key}'] - s[f'bare_{key}']:.2f} s at "
+            f"{s['bytes']:,} bytes, {b[f'job_{key}'] - b[f'bare_{key}']:.2f} s at "
+            f"{b['bytes']:,} bytes")
 
 
 if __name__ == "__main__":
