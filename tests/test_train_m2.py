@@ -58,7 +58,7 @@ def test_loss_goes_down_and_validation_beats_uniform(run_dir, tmp_path):
   report = _report_module()
   runs = report.load_runs(tmp_path)
   table = report.markdown_table(runs)
-  assert f"| Bytes | 1.00 |" in table and f"{final['bits_per_byte']:.3f}" in table
+  assert "| Bytes | 1.00 |" in table and f"{final['bits_per_byte']:.3f}" in table
   for plot in (report.plot_curves, report.plot_bytes_per_step):
     png = tmp_path / f"{plot.__name__}.png"
     plot(runs, png)
