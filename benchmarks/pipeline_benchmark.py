@@ -9,9 +9,9 @@ rebuilds the exact examples it compressed with the job's own stages, then runs t
 compressors on them (same batch size), each in a fresh process (never two jobs in one process:
 the second finds the imports and compiled kernels loaded, and ran up to 30% faster here). Each
 is timed twice: from outside, from the process's start to its end (interpreter, imports, loading
-M1 and its compiled kernels: what a worker pays whatever runs it; the bare process also
-unpickles its examples), and from inside, from after the imports (which vary by tenths of a
-second between processes) to the end of the job or of the last example. Every figure is printed
+M1 and its compiled kernels: what a worker pays whatever runs it; the bare process also loads
+its examples, from one .npz), and from inside, from after the imports (which vary by tenths of
+a second between processes) to the end of the job or of the last example. Every figure is printed
 in wall seconds and in CPU seconds (user + system, all threads): CPU seconds are the cost on a
 shared machine and do not count the time a process waited for a core a neighbour held.
 
@@ -23,14 +23,22 @@ what it pays per byte (decompressing and parsing the input, grouping documents i
 records into shards, serializing and writing records). Beam's own floor is printed beside it: a
 fresh process that imports Beam and runs a one-transform pipeline, which no job can beat.
 
-A second setting splits the two parts: per byte = (job - job_2) / (bare - bare_2) - 1, in which
-every cost paid once per job cancels. --against_corpus_copies c runs on a smaller corpus (c
-copies; 0: the embedded default corpus, read through another source), so the per-byte figure
-counts reading too. --against_examples_per_run K compresses only K examples per run of the
-same corpus: both read the whole corpus, so reading cancels and the figure is per compressed
-byte only. --repeats R runs everything R times, alternating (Beam's floor, then each setting's
-job and bare run), keeps the fastest of each, and also prints the per-byte figure of each
-repeat's own four processes, whose spread shows how far this machine's noise moves it.
+The job also splits its own time (its clock, after the imports): the compressors (the bare
+engine's work), loading them (which the bare run pays too) and everything else. These come from
+one process, so a slow minute of this machine slows both parts alike: ratios of two processes
+here move by +-30% from run to run, this split by a few percent.
+
+A second setting separates what is paid once from what is paid per byte: per byte =
+(job - job_2) / (bare - bare_2) - 1, in which every cost paid once per job cancels.
+--against_corpus_copies c runs on a smaller corpus (c copies; 0: the embedded default corpus,
+read through another source), so the per-byte figure counts reading too.
+--against_examples_per_run K compresses only K examples per run of the same corpus: both read
+the whole corpus, so reading cancels and the figure is per compressed byte only. --repeats R
+runs everything R times, alternating (Beam's floor, then each setting's job and bare run),
+keeps the fastest of each, and also prints the per-byte figure of each repeat's own four
+processes, whose spread shows how far this machine's noise moves it, and the per-byte split
+inside the job (what the job adds beside the compressors, per second of theirs, between the two
+settings).
 """
 from __future__ import annotations
 
@@ -38,7 +46,6 @@ import argparse
 import json
 import os
 import pathlib
-import pickle
 import resource
 import subprocess
 import sys
@@ -46,6 +53,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline import options as options_lib
@@ -64,22 +72,40 @@ JOB = """
 import json, resource, sys, time
 timing_path, argv = sys.argv[1], sys.argv[2:]
 from beam_pipeline import __main__ as job
+from beam_pipeline import compress
 from neural_compression.m1 import engine
 def cpu():
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
+# Inside the job: the seconds spent in the compressors (the bare engine's work) and in loading
+# them (M1 and its kernels, which the bare run pays too); everything else is what the job adds.
+spent = {"engine": 0.0, "load": 0.0}
+def timed(function, key):
+  def run(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return function(*args, **kwargs)
+    finally:
+      spent[key] += time.perf_counter() - start
+  return run
+compress.CompressionHandler.encode_batch = staticmethod(
+    timed(compress.CompressionHandler.encode_batch, "engine"))
+compress.Compressors.__init__ = timed(compress.Compressors.__init__, "load")
 wall, cpu0 = time.perf_counter(), cpu()
 rc = job.main(argv)
-open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0}))
+open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0,
+                                         "engine": spent["engine"], "load": spent["load"]}))
 sys.exit(rc)
 """
 
 # The bare engine in a fresh process: load what a worker loads, encode; its own clock runs from
 # after the imports (loading M1 and its compiled kernels included) to the last example.
 BARE = """
-import json, pickle, resource, sys, time
+import json, resource, sys, time
+import numpy as np
 timing_path, path, method_list, checkpoint, context, batch = sys.argv[1:]
-data = [x for _, x in pickle.loads(open(path, "rb").read())]
+dump = np.load(path)
+data = np.split(dump["symbols"], dump["ends"][:-1])
 from neural_compression import methods
 from neural_compression.m1 import engine
 def cpu():
@@ -100,6 +126,7 @@ open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cp
 # same runner. No Beam job, however small its graph, finishes faster than this.
 FLOOR = """
 import apache_beam as beam
+import numpy as np
 with beam.Pipeline() as p:
   _ = p | beam.Create([0]) | beam.Map(lambda x: x)
 """
@@ -121,18 +148,28 @@ def _timed_process(argv: list[str], timing_path: str | None = None) -> dict:
   if timing_path:
     inner = json.loads(open(timing_path).read())
     timing.update(inner_wall=inner["wall"], inner_cpu=inner["cpu"])
+    timing.update({key: inner[key] for key in ("engine", "load") if key in inner})
   return timing
+
+
+def _write_dump(items, path: str) -> None:
+  # One array of every example's symbols, by example id, and where each ends: the bare process
+  # reads 390 MB of examples in a fraction of a second (a pickle of them took it seconds, which
+  # its outer clock counted as engine time).
+  examples = [symbols for _, symbols in sorted(items, key=lambda kv: kv[0])]
+  np.savez(path, symbols=np.concatenate(examples),
+           ends=np.cumsum([len(x) for x in examples]))
 
 
 def dump_examples(flags: list[str], dump: str) -> None:
   """Writes the examples a job with `flags` compresses, rebuilt by the job's own stages, to
-  `dump` (a pickled list of (example_id, symbols), sorted by id). Not timed."""
+  `dump` (.npz: `symbols`, every example's symbols in example-id order; `ends`, where each
+  ends). Not timed."""
   opts = PipelineOptions(flags).view_as(options_lib.CompressionOptions)
   with beam.Pipeline(options=PipelineOptions(flags)) as p:
     examples, _ = pipeline.read_examples(p, opts)
     _ = (examples | beam.combiners.ToList()
-         | beam.Map(lambda items: open(dump, "wb").write(
-             pickle.dumps(sorted(items, key=lambda kv: kv[0])))))
+         | beam.Map(_write_dump, dump))
 
 
 def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size: int) -> dict:
@@ -152,6 +189,11 @@ def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size:
   row.update({f"job_{k}": v for k, v in job.items()})
   row.update({f"bare_{k}": v for k, v in bare.items()})
   return row
+
+
+def _rest(row: dict) -> float:
+  """Seconds of the job, after its imports, outside the compressors and their loading."""
+  return row["job_inner_wall"] - row["job_engine"] - row["job_load"]
 
 
 def _median(values: list[float]) -> float:
@@ -209,7 +251,7 @@ def main() -> None:
     os.makedirs(f"{out}/{index}")
     flags[index] = [*_source_flags(out, copies), f"--methods={args.methods}",
                     f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
-    dumps[index] = f"{out}/{index}/examples.pkl"
+    dumps[index] = f"{out}/{index}/examples.npz"
     dump_examples(flags[index], dumps[index])
   # Alternating: every repeat runs Beam's floor, then each setting's job and bare engine, so
   # that a slow minute of this machine falls on all of them rather than on one setting.
@@ -237,10 +279,21 @@ def main() -> None:
           f"{100 * (r['job_cpu'] / r['bare_cpu'] - 1):+.1f}% CPU (bound: at most +15%)")
     # What the bound leaves for everything Beam adds, against what Beam alone costs.
     print(f"  +15% of the bare run is {0.15 * r['bare_wall']:.2f} s; Beam's floor alone is "
-          f"{floor['wall']:.2f} s = {100 * floor['wall'] / r['bare_wall']:+.1f}% of it", flush=True)
+          f"{floor['wall']:.2f} s = {100 * floor['wall'] / r['bare_wall']:+.1f}% of it")
+    # The same job split by its own clock: one process, so a slow minute of this machine slows
+    # both parts alike, and the split moves far less than any ratio of two processes.
+    shares = sorted(_rest(x) / x["job_engine"] for x in runs[index])
+    print(f"  inside the job (each repeat's own clock, after the imports): compressors "
+          f"{_median([x['job_engine'] for x in runs[index]]):.2f} s, loading them "
+          f"{_median([x['job_load'] for x in runs[index]]):.2f} s, everything else "
+          f"{_median([_rest(x) for x in runs[index]]):.2f} s = +{100 * _median(shares):.1f}% of "
+          f"the compressors' time (from +{100 * shares[0]:.1f}% to +{100 * shares[-1]:.1f}%; "
+          f"medians of {len(shares)})", flush=True)
   if len(settings) == 2:
     big, small = runs[0], runs[1]
     between = big[0]["bytes"] - small[0]["bytes"]
+    if between <= 0:
+      raise SystemExit("the second setting must compress fewer bytes than the first")
     what = ("compressed byte (the same corpus read by both, so reading it cancels)"
             if settings[0][0] == settings[1][0] else "byte (corpus read and compressed)")
     print(f"overhead per {what}, from the {between:,} bytes between the two settings, bound: at "
@@ -260,6 +313,13 @@ def main() -> None:
             f" the job's extra seconds {s[f'job_{key}'] - s[f'bare_{key}']:.2f} s at "
             f"{s['bytes']:,} bytes, {b[f'job_{key}'] - b[f'bare_{key}']:.2f} s at "
             f"{b['bytes']:,} bytes")
+    # Per byte inside the job: what the job adds beside the compressors, against the
+    # compressors' own time, between the two settings (each repeat's pair of jobs).
+    per_byte = sorted((_rest(bi) - _rest(si)) / (bi["job_engine"] - si["job_engine"])
+                      for bi, si in zip(big, small))
+    print(f"  inside the job (its own clock, one process per figure): everything but the "
+          f"compressors adds a median {100 * _median(per_byte):+.1f}% to their time per byte "
+          f"(from {100 * per_byte[0]:+.1f}% to {100 * per_byte[-1]:+.1f}%, {len(per_byte)} pairs)")
 
 
 if __name__ == "__main__":
