@@ -119,7 +119,8 @@ for spec in specs:
   compressor = methods.build_compressor(spec, m1_model=m1)
   for i in range(0, len(data), int(batch)):
     compressor.encode_batch(data[i:i + int(batch)])
-open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0}))
+open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0,
+                                         "bytes": sum(len(x) for x in data)}))
 """
 
 # Beam's own floor: a fresh process that imports Beam and runs a one-transform pipeline on the
@@ -148,7 +149,7 @@ def _timed_process(argv: list[str], timing_path: str | None = None) -> dict:
   if timing_path:
     inner = json.loads(open(timing_path).read())
     timing.update(inner_wall=inner["wall"], inner_cpu=inner["cpu"])
-    timing.update({key: inner[key] for key in ("engine", "load") if key in inner})
+    timing.update({key: inner[key] for key in ("engine", "load", "bytes") if key in inner})
   return timing
 
 
@@ -186,6 +187,8 @@ def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size:
                          str(manifest.get("m1_context") or 0), str(batch_size)],
                         f"{out_dir}.bare_timing")
   row = {"bytes": manifest["counters"]["runs/bytes_in_examples"]}
+  if bare.pop("bytes") != row["bytes"]:
+    raise SystemExit(f"the bare run compressed other bytes than the job ({row['bytes']:,})")
   row.update({f"job_{k}": v for k, v in job.items()})
   row.update({f"bare_{k}": v for k, v in bare.items()})
   return row
