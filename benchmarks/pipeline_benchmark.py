@@ -2,7 +2,7 @@
 
   python benchmarks/pipeline_benchmark.py [--examples_per_run 40] [--methods equal_info_ac:b16:v65k]
       [--corpus_copies C] [--against_corpus_copies c | --against_examples_per_run K]
-      [--repeats 3]
+      [--repeats 3] [--keep_files]
 
 Runs the job (`python -m beam_pipeline`, in-process DirectRunner) into a temporary directory,
 rebuilds the exact examples it compressed with the job's own stages, then runs the bare
@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import resource
 import subprocess
 import sys
@@ -238,10 +239,25 @@ def main() -> None:
   parser.add_argument("--against_corpus_copies", type=int, default=-1,
                       help="c >= 0: also run on c copies of the default corpus (0: the embedded "
                            "one), and split the overhead into its fixed and per-byte parts")
+  parser.add_argument("--keep_files", action="store_true",
+                      help="keep the scratch directory (corpora, dumps, runs), which is deleted "
+                           "otherwise")
   args = parser.parse_args()
   if args.against_examples_per_run and args.against_corpus_copies >= 0:
     raise SystemExit("pick one of --against_examples_per_run and --against_corpus_copies")
   out = tempfile.mkdtemp(prefix="pipeline_bench_")
+  try:
+    _benchmark(args, out)
+  finally:
+    # Corpus copies, example dumps and every run's records: gigabytes at --corpus_copies 32.
+    if args.keep_files:
+      print(f"files kept in {out}")
+    else:
+      shutil.rmtree(out, ignore_errors=True)
+
+
+def _benchmark(args, out: str) -> None:
+  """Runs the settings `args` asks for, in the scratch directory `out`, and prints the figures."""
   settings = [(args.corpus_copies, args.examples_per_run)]
   if args.against_examples_per_run:
     settings.append((args.corpus_copies, args.against_examples_per_run))
