@@ -46,8 +46,8 @@ import argparse
 import json
 import os
 import pathlib
-import shutil
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +74,7 @@ import json, resource, sys, time
 timing_path, argv = sys.argv[1], sys.argv[2:]
 from beam_pipeline import __main__ as job
 from beam_pipeline import compress
-from neural_compression.m1 import engine
+from neural_compression.m1 import engine  # imported before the clock, as the bare run does
 def cpu():
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
@@ -128,7 +128,6 @@ open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cp
 # same runner. No Beam job, however small its graph, finishes faster than this.
 FLOOR = """
 import apache_beam as beam
-import numpy as np
 with beam.Pipeline() as p:
   _ = p | beam.Create([0]) | beam.Map(lambda x: x)
 """
@@ -305,8 +304,8 @@ def _benchmark(args, out: str) -> None:
     print(f"  inside the job (each repeat's own clock, after the imports): compressors "
           f"{_median([x['job_engine'] for x in runs[index]]):.2f} s, loading them "
           f"{_median([x['job_load'] for x in runs[index]]):.2f} s, everything else "
-          f"{_median([_rest(x) for x in runs[index]]):.2f} s = +{100 * _median(shares):.1f}% of "
-          f"the compressors' time (from +{100 * shares[0]:.1f}% to +{100 * shares[-1]:.1f}%; "
+          f"{_median([_rest(x) for x in runs[index]]):.2f} s = {100 * _median(shares):+.1f}% of "
+          f"the compressors' time (from {100 * shares[0]:+.1f}% to {100 * shares[-1]:+.1f}%; "
           f"medians of {len(shares)})", flush=True)
   if len(settings) == 2:
     big, small = runs[0], runs[1]
