@@ -115,22 +115,29 @@ class CompressionHandler:
             for slug, (spec, compressor) in compressors.by_slug.items()}
 
 
+_RECORD_ENCODER = tf_example.ExampleEncoder([layout.TARGETS, layout.RAW_BYTES, layout.CHUNK],
+                                           [layout.EXAMPLE_ID])
+
+
 def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> bytes:
   """One M2 example as a serialized tf.train.Example (schema: output_layout).
 
   Written without TensorFlow (tf_example: the same bytes as TF's deterministic serialization),
   so that compressing workers never pay TF's import.
   """
-  return tf_example.encode_example(
-      {layout.TARGETS: tokens, layout.RAW_BYTES: [raw_bytes], layout.CHUNK: [chunk]},
-      {layout.EXAMPLE_ID: [example_id.encode()]})
+  return _RECORD_ENCODER(tokens, [raw_bytes], [chunk], [example_id.encode()])
+
+
+# The additive figures of the stats output, per (method, split); write.WriteStats sums them.
+STATS_FIGURES = ("examples", "input_bytes", "tokens", "bits", "windows", "m2_examples",
+                 "m2_tokens", "m2_raw_bytes", "bytes_trimmed")
 
 
 class CompressBatchFn(beam.DoFn):
   """[(example_id, symbols)] -> ((slug, split), (sort_key, record)) and stats per method.
 
   Main output: keyed records for the sharded writer. Tagged output 'stats':
-  ((slug, split), dict of additive figures) per example.
+  ((slug, split), dict of STATS_FIGURES summed over the batch's examples of that split).
   """
 
   STATS_TAG = "stats"
@@ -166,26 +173,36 @@ class CompressBatchFn(beam.DoFn):
     self._maybe_fail_once()
     ids = [example_id for example_id, _ in batch]
     xs = [symbols for _, symbols in batch]
+    splits = [example_id.split("-", 1)[0] for example_id in ids]
     for slug, (spec, encoded) in self._handler.encode_batch(self._compressors, xs).items():
       unit = m2_examples.token_unit(spec.window_bits, spec.token_bits)
-      for example_id, x, enc in zip(ids, xs, encoded):
-        split = example_id.split("-", 1)[0]
+      # Summed over the batch per split: the stats are additive, and one element per batch
+      # costs the runner far less than one per example.
+      totals = {}
+      for example_id, split, x, enc in zip(ids, splits, xs, encoded):
         pieces = m2_examples.m2_examples(enc, self._m2_length, self._m2_mode, unit)
+        m2_tokens = m2_raw_bytes = 0
         for piece in pieces:
           record = serialize_record(piece.tokens, piece.raw_bytes, example_id, piece.chunk)
+          m2_tokens += len(piece.tokens)
+          m2_raw_bytes += piece.raw_bytes
           yield (slug, split), (f"{example_id}/{piece.chunk:05d}", record)
-        yield beam.pvalue.TaggedOutput(self.STATS_TAG, ((slug, split), {
-            "examples": 1,
-            "input_bytes": len(x),
-            "tokens": len(enc.tokens),
-            "bits": int(enc.num_bits),
-            "windows": enc.num_windows,
-            "m2_examples": len(pieces),
-            "m2_tokens": sum(len(p.tokens) for p in pieces),
-            "m2_raw_bytes": sum(p.raw_bytes for p in pieces),
-            "bytes_trimmed": len(x) - sum(p.raw_bytes for p in pieces),
-        }))
-        beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, f"{slug}/tokens").inc(len(enc.tokens))
+        figures = totals.get(split)
+        if figures is None:
+          figures = totals[split] = dict.fromkeys(STATS_FIGURES, 0)
+        figures["examples"] += 1
+        figures["input_bytes"] += len(x)
+        figures["tokens"] += len(enc.tokens)
+        figures["bits"] += int(enc.num_bits)
+        figures["windows"] += enc.num_windows
+        figures["m2_examples"] += len(pieces)
+        figures["m2_tokens"] += m2_tokens
+        figures["m2_raw_bytes"] += m2_raw_bytes
+        figures["bytes_trimmed"] += len(x) - m2_raw_bytes
+      for split, figures in sorted(totals.items()):
+        yield beam.pvalue.TaggedOutput(self.STATS_TAG, ((slug, split), figures))
+      beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, f"{slug}/tokens").inc(
+          sum(figures["tokens"] for figures in totals.values()))
     self._examples.inc(len(batch))
     nbytes = sum(len(x) for x in xs)
     self._bytes.inc(nbytes)

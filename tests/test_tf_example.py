@@ -55,3 +55,16 @@ def test_edge_values_and_the_record_schema():
 def test_a_name_in_both_kinds_is_refused():
   with pytest.raises(ValueError, match="both"):
     tf_example.encode_example({"x": [1]}, {"x": [b"a"]})
+
+
+
+@pytest.mark.parametrize("value", [1 << 63, -(1 << 63) - 1])
+@pytest.mark.parametrize("count", [1, 9])
+def test_values_outside_int64_are_refused(value, count):
+  # Up to 8 values take the varint-by-varint path, more the compiled one: both refuse what an
+  # int64 cannot hold, as TensorFlow does.
+  values = [0] * (count - 1) + [value]
+  with pytest.raises(OverflowError):
+    tf_example.encode_example({"x": values}, {})
+  with pytest.raises((ValueError, OverflowError)):
+    tf_bytes({"x": values}, {})
