@@ -27,6 +27,9 @@ RUNTIME_PINS = [
     "numba==0.68.1",
     # Inflating gzip/deflate input (beam_pipeline/sources/streams.py): ISA-L, 2.6x zlib here.
     "isal==1.9.1",
+    # TFRecord CRC-32C: Beam takes google-crc32c when it is installed (0.25 us per 4 KB record
+    # here), else crcmod's table-driven C (9 us).
+    "google-crc32c==1.9.0",
 ]
 
 EXTRAS = {
