@@ -107,7 +107,8 @@ def checked_string(obj: dict, field: str, required: bool) -> str | None:
     raise Rejected(REASON_NOT_STRING.format(field=field),
                     f"field {field!r} is a {type(value).__name__}, not a string")
   try:
-    value.encode("utf-8")
+    if not value.isascii():  # O(1) in CPython; an ASCII str always encodes
+      value.encode("utf-8")
   except UnicodeEncodeError as e:
     # A JSON escape of a lone surrogate ("\ud800") decodes to a str that no
     # later stage could encode; reject it here, where its line is known.
