@@ -2,8 +2,9 @@
 
 Like RunInference's ModelHandler, loading, batching and inference are separate: the compressors
 (M1 engine included) are built once per worker process through `beam.utils.shared.Shared` and
-shared by its threads; `beam.BatchElements` forms batches; each compressor's `encode_batch` does
-the work (the exact M1 engine batches across examples; its output does not depend on the batch).
+shared by its threads; the DoFn gathers fixed-size batches of each bundle's examples; each
+compressor's `encode_batch` does the work (the exact M1 engine batches across examples; its
+output does not depend on the batch).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 import time
 
 import apache_beam as beam
+from apache_beam.transforms import window
 from apache_beam.utils import shared
 
 from beam_pipeline import tf_example
@@ -88,8 +90,8 @@ class CompressionHandler:
   """Load, batch, encode: the compression stage's one handler, shared by the job and verify.
 
   As Beam RunInference's ModelHandler: `load` builds the compressors (the M1 engine included)
-  once per worker process through `beam.utils.shared.Shared`, `batch_elements_kwargs` says how
-  to batch, and `encode_batch` runs every method on one batch.
+  once per worker process through `beam.utils.shared.Shared`, `batch_size` says how many
+  examples go in one batch, and `encode_batch` runs every method on one batch.
   """
 
   def __init__(self, specs, artifacts: Artifacts, batch_size: int = 1):
@@ -102,11 +104,6 @@ class CompressionHandler:
     """The process's compressors, built on first use and shared by its threads and DoFns."""
     return self._shared.acquire(lambda: Compressors(self.specs, self.artifacts),
                                 tag=self.artifacts.fingerprint())
-
-  def batch_elements_kwargs(self) -> dict:
-    # Fixed-size batches: the M1 engine's speed grows with its rows, and adaptive batching
-    # starts at one element.
-    return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
 
   @staticmethod
   def encode_batch(compressors: Compressors, xs) -> dict:
@@ -134,7 +131,13 @@ STATS_FIGURES = ("examples", "input_bytes", "tokens", "bits", "windows", "m2_exa
 
 
 class CompressBatchFn(beam.DoFn):
-  """[(example_id, symbols)] -> ((slug, split), (sort_key, record)) and stats per method.
+  """(example_id, symbols) -> ((slug, split), (sort_key, record)) and stats per method.
+
+  Gathers each bundle's examples into batches of the handler's batch_size (the last of a
+  bundle may be smaller) and compresses a batch at once. Fixed-size batches: the M1 engine's
+  speed grows with its rows (Beam's adaptive BatchElements starts at one element), and batching
+  here keeps the batches out of the runner, which sizes the elements it passes on by encoding a
+  sample of them, pickling every example of a sampled batch.
 
   Main output: keyed records for the sharded writer. Tagged output 'stats':
   ((slug, split), dict of STATS_FIGURES summed over the batch's examples of that split).
@@ -169,7 +172,25 @@ class CompressBatchFn(beam.DoFn):
       FileSystems.create(self._fail_once_marker).close()
       raise RuntimeError("injected fault (--fail_once_for_testing): retry me")
 
-  def process(self, batch):
+  def start_bundle(self):
+    self._pending = []
+
+  def process(self, example):
+    self._pending.append(example)
+    if len(self._pending) >= self._handler.batch_size:
+      batch, self._pending = self._pending, []
+      yield from self._compress(batch)
+
+  def finish_bundle(self):
+    if self._pending:
+      batch, self._pending = self._pending, []
+      for out in self._compress(batch):
+        if isinstance(out, beam.pvalue.TaggedOutput):
+          yield beam.pvalue.TaggedOutput(out.tag, window.GlobalWindows.windowed_value(out.value))
+        else:
+          yield window.GlobalWindows.windowed_value(out)
+
+  def _compress(self, batch):
     self._maybe_fail_once()
     ids = [example_id for example_id, _ in batch]
     xs = [symbols for _, symbols in batch]
@@ -230,8 +251,6 @@ class CompressExamples(beam.PTransform):
     self._fn = CompressBatchFn(self._handler, m2_length, m2_mode, fail_once_marker)
 
   def expand(self, examples):
-    outputs = (examples
-               | "Batch" >> beam.BatchElements(**self._handler.batch_elements_kwargs())
-               | "Compress" >> beam.ParDo(self._fn).with_outputs(CompressBatchFn.STATS_TAG,
-                                                                 main="records"))
+    outputs = examples | "Compress" >> beam.ParDo(self._fn).with_outputs(
+        CompressBatchFn.STATS_TAG, main="records")
     return outputs.records, outputs[CompressBatchFn.STATS_TAG]
