@@ -80,14 +80,16 @@ def cpu():
   return r.ru_utime + r.ru_stime
 # Inside the job: the seconds spent in the compressors (the bare engine's work) and in loading
 # them (M1 and its kernels, which the bare run pays too); everything else is what the job adds.
-spent = {"engine": 0.0, "load": 0.0}
+# Wall seconds and CPU seconds (the process's, all threads: the job's other threads only wait).
+spent = {"engine": 0.0, "load": 0.0, "engine_cpu": 0.0, "load_cpu": 0.0}
 def timed(function, key):
   def run(*args, **kwargs):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
       return function(*args, **kwargs)
     finally:
       spent[key] += time.perf_counter() - start
+      spent[key + "_cpu"] += time.process_time() - start_cpu
   return run
 compress.CompressionHandler.encode_batch = staticmethod(
     timed(compress.CompressionHandler.encode_batch, "engine"))
@@ -95,7 +97,7 @@ compress.Compressors.__init__ = timed(compress.Compressors.__init__, "load")
 wall, cpu0 = time.perf_counter(), cpu()
 rc = job.main(argv)
 open(timing_path, "w").write(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu() - cpu0,
-                                         "engine": spent["engine"], "load": spent["load"]}))
+                                         **spent}))
 sys.exit(rc)
 """
 
@@ -149,7 +151,8 @@ def _timed_process(argv: list[str], timing_path: str | None = None) -> dict:
   if timing_path:
     inner = json.loads(open(timing_path).read())
     timing.update(inner_wall=inner["wall"], inner_cpu=inner["cpu"])
-    timing.update({key: inner[key] for key in ("engine", "load", "bytes") if key in inner})
+    timing.update({key: inner[key] for key in ("engine", "load", "engine_cpu", "load_cpu", "bytes")
+                   if key in inner})
   return timing
 
 
@@ -194,8 +197,11 @@ def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size:
   return row
 
 
-def _rest(row: dict) -> float:
-  """Seconds of the job, after its imports, outside the compressors and their loading."""
+def _rest(row: dict, cpu: bool = False) -> float:
+  """Seconds of the job, after its imports, outside the compressors and their loading (wall
+  seconds, or CPU seconds with `cpu`)."""
+  if cpu:
+    return row["job_inner_cpu"] - row["job_engine_cpu"] - row["job_load_cpu"]
   return row["job_inner_wall"] - row["job_engine"] - row["job_load"]
 
 
@@ -300,13 +306,14 @@ def _benchmark(args, out: str) -> None:
           f"{floor['wall']:.2f} s = {100 * floor['wall'] / r['bare_wall']:+.1f}% of it")
     # The same job split by its own clock: one process, so a slow minute of this machine slows
     # both parts alike, and the split moves far less than any ratio of two processes.
-    shares = sorted(_rest(x) / x["job_engine"] for x in runs[index])
-    print(f"  inside the job (each repeat's own clock, after the imports): compressors "
-          f"{_median([x['job_engine'] for x in runs[index]]):.2f} s, loading them "
-          f"{_median([x['job_load'] for x in runs[index]]):.2f} s, everything else "
-          f"{_median([_rest(x) for x in runs[index]]):.2f} s = {100 * _median(shares):+.1f}% of "
-          f"the compressors' time (from {100 * shares[0]:+.1f}% to {100 * shares[-1]:+.1f}%; "
-          f"medians of {len(shares)})", flush=True)
+    for clock, engine_key, cpu in (("wall", "job_engine", False), ("CPU", "job_engine_cpu", True)):
+      shares = sorted(_rest(x, cpu) / x[engine_key] for x in runs[index])
+      print(f"  inside the job (each repeat's own clock, after the imports), {clock} seconds: "
+            f"compressors {_median([x[engine_key] for x in runs[index]]):.2f} s, loading them "
+            f"{_median([x[engine_key.replace('engine', 'load')] for x in runs[index]]):.2f} s, "
+            f"everything else {_median([_rest(x, cpu) for x in runs[index]]):.2f} s = "
+            f"{100 * _median(shares):+.1f}% of the compressors' time (from {100 * shares[0]:+.1f}% "
+            f"to {100 * shares[-1]:+.1f}%; medians of {len(shares)})", flush=True)
   if len(settings) == 2:
     big, small = runs[0], runs[1]
     between = big[0]["bytes"] - small[0]["bytes"]
@@ -333,12 +340,13 @@ def _benchmark(args, out: str) -> None:
             f"{b['bytes']:,} bytes")
     # Per byte inside the job: what the job adds beside the compressors, against the
     # compressors' own time, between the two settings (each repeat's pair of jobs).
-    per_byte = sorted((_rest(bi) - _rest(si)) / (bi["job_engine"] - si["job_engine"])
-                      for bi, si in zip(big, small))
-    print(f"  inside the job (its own clock, one process per figure): everything but the "
-          f"compressors adds a median {100 * _median(per_byte):+.1f}% to their time per byte "
-          f"(from {100 * per_byte[0]:+.1f}% to {100 * per_byte[-1]:+.1f}%, {len(per_byte)} pairs)")
-
+    for clock, engine_key, cpu in (("wall", "job_engine", False), ("CPU", "job_engine_cpu", True)):
+      per_byte = sorted((_rest(bi, cpu) - _rest(si, cpu)) / (bi[engine_key] - si[engine_key])
+                        for bi, si in zip(big, small))
+      print(f"  inside the job (its own clock, one process per figure), {clock} seconds: "
+            f"everything but the compressors adds a median {100 * _median(per_byte):+.1f}% to "
+            f"their time per byte (from {100 * per_byte[0]:+.1f}% to {100 * per_byte[-1]:+.1f}%, "
+            f"{len(per_byte)} pairs)")
 
 if __name__ == "__main__":
   main()
