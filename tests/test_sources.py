@@ -10,6 +10,7 @@ import gzip
 import json
 import lzma
 import os
+import random
 import re
 import zlib
 
@@ -137,6 +138,25 @@ def test_decompress_roundtrip_members_and_truncation(compression):
   with pytest.raises(streams.CorruptStreamError):
     list(streams.iter_decompressed(_Reader(blob[:len(blob) - 3]),
                                     compression))
+
+
+@pytest.mark.parametrize("compression", sorted(_COMPRESSORS))
+def test_decompress_reads_bigger_than_a_piece_and_members_inside_a_piece(compression):
+  # Raw reads of 1 MiB are inflated INFLATE_PIECE_BYTES at a time: member boundaries and the
+  # stream's end fall inside pieces and reads (random bytes barely compress).
+  compress = _COMPRESSORS[compression]
+  rng = random.Random(5)
+  payloads = [rng.randbytes(n) for n in (700_000, 1, 300_000)]
+  members = [compress(x) for x in payloads]
+  if compression == CompressionTypes.DEFLATE:
+    members, payloads = members[:1], payloads[:1]
+  blob = b"".join(members)
+  assert len(blob) > 2 * streams.INFLATE_PIECE_BYTES
+  for step in (1 << 20, streams.INFLATE_PIECE_BYTES + 1, 100_003):
+    assert b"".join(streams.iter_decompressed(_Reader(blob, step), compression)) == (
+        b"".join(payloads)), step
+    with pytest.raises(streams.CorruptStreamError):
+      list(streams.iter_decompressed(_Reader(blob[:-5], step), compression))
 
 
 # ----------------------------------------------------------------------------

@@ -40,6 +40,27 @@ def new_decompressor(compression_type: str):
   raise ValueError(f"unsupported compression type {compression_type!r}")
 
 
+# Compressed bytes inflated per call: 256 KiB in (about 1 MiB out) inflates 1.5x faster here than
+# the 1 MiB reads (4 MiB out), whose output no longer fits the caches the line splitting reads it from.
+INFLATE_PIECE_BYTES = 256 << 10
+
+
+class _RawPieces:
+  """The raw stream read READ_CHUNK_BYTES at a time, handed out INFLATE_PIECE_BYTES at a time."""
+
+  def __init__(self, raw):
+    self._raw = raw
+    self._buffer = memoryview(b"")
+
+  def read(self) -> memoryview:
+    """The next piece of at most INFLATE_PIECE_BYTES bytes; empty at the end of the stream."""
+    if not self._buffer:
+      self._buffer = memoryview(self._raw.read(READ_CHUNK_BYTES))
+    piece = self._buffer[:INFLATE_PIECE_BYTES]
+    self._buffer = self._buffer[INFLATE_PIECE_BYTES:]
+    return piece
+
+
 def iter_decompressed(raw, compression_type: str) -> Iterator[bytes]:
   """Yields the decompressed content of the raw stream `raw`, chunk by chunk.
 
@@ -53,16 +74,17 @@ def iter_decompressed(raw, compression_type: str) -> Iterator[bytes]:
       yield chunk
     return
   decompressor = new_decompressor(compression_type)
+  pieces = _RawPieces(raw)
   consumed_any = False
   while True:
     if decompressor.eof:
       # A member ended; what follows, if anything, is another member.
-      buf = decompressor.unused_data or raw.read(READ_CHUNK_BYTES)
+      buf = decompressor.unused_data or pieces.read()
       if not buf:
         return
       decompressor = new_decompressor(compression_type)
     else:
-      buf = raw.read(READ_CHUNK_BYTES)
+      buf = pieces.read()
       if not buf:
         if not consumed_any:
           # Python's gzip reads a zero-byte file as empty, but no compressor writes one (an
