@@ -460,6 +460,8 @@ def _run_into(staging: str, run_id: str, pipeline_options, opts, specs) -> dict:
       m1_cache_bytes=getattr(opts, "m1_cache_bytes", None))
   p = beam.Pipeline(options=pipeline_options)
   build(p, opts, specs, artifacts, staging, shuffle_of(pipeline_options, opts))
+  # The local runners work in this process: its long-lived objects need no more collecting.
+  compress.freeze_loaded_objects()
   result = p.run()
   result.wait_until_finish()
   # No longer needed: free the disk before the switch. Not behind FileSystems.exists(dir): on an

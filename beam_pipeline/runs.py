@@ -51,9 +51,9 @@ class _KeyBySplitAndBucket(beam.DoFn):
     text = doc["text"].encode("utf-8")
     self._text_bytes.inc(len(text))
     self._documents.inc()
-    url = doc["url"]
-    split = self._fixed_split or corpus.split_of_url(url, self._validation_percent)
-    sort_key = _digest(url.encode("utf-8")) + _digest(text)
+    url_digest = _digest(doc["url"].encode("utf-8"))
+    split = self._fixed_split or corpus.split_of_url_digest(url_digest, self._validation_percent)
+    sort_key = url_digest + _digest(text)
     bucket = int.from_bytes(sort_key[:8], "big") % self._run_buckets
     yield (split, bucket), (sort_key, text)
 

@@ -34,9 +34,14 @@ class CorpusNotInstalledError(RuntimeError):
 
 def split_of_url(url: str, validation_percent: int = VALIDATION_PERCENT) -> str:
   """Returns 'train' or 'validation' for a document URL; stable across runs and runners."""
+  return split_of_url_digest(hashlib.sha256(url.encode("utf-8")).digest(), validation_percent)
+
+
+def split_of_url_digest(url_sha256: bytes, validation_percent: int = VALIDATION_PERCENT) -> str:
+  """split_of_url from the URL's sha256 digest (32 bytes), for callers that already hash it."""
   if not 0 <= validation_percent <= 100:
     raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}")
-  bucket = int.from_bytes(hashlib.sha256(url.encode("utf-8")).digest()[:8], "big") % 100
+  bucket = int.from_bytes(url_sha256[:8], "big") % 100
   return "validation" if bucket < validation_percent else "train"
 
 

@@ -146,14 +146,21 @@ def test_auto_spills_only_on_the_local_runners(runner, endpoint, resolved):
 
 
 def test_files_mode_keeps_apart_the_keys_group_by_key_keeps_apart(tmp_path):
-  # 1, 1.0 and True are == in Python but three keys to Beam (their encodings differ).
-  elements = [(1, (b"a", b"x")), (1.0, (b"b", b"y")), (True, (b"c", b"z"))]
+  # 1, 1.0 and True are == in Python but three keys to Beam (their encodings differ); so are
+  # the job's kind of key, tuples, holding them (the spill step caches the pickles of tuples
+  # of str and int only). Every key comes twice, so a cached pickle is reused.
+  elements = [(1, (b"a", b"x")), (1.0, (b"b", b"y")), (True, (b"c", b"z")),
+              (("k", 1), (b"d", b"x")), (("k", 1.0), (b"e", b"y")), (("k", True), (b"f", b"z"))]
+  elements += [(key, (sort_key + b"2", value)) for key, (sort_key, value) in elements]
+  expected = {}
+  for key, item in elements:
+    expected.setdefault(repr(key), []).append(item)
   for transform in (grouping.GroupSorted("beam"),
                     grouping.GroupSorted("files", str(tmp_path / "spill"))):
     with test_pipeline.TestPipeline() as p:
       groups = (p | beam.Create(elements) | transform
                 | beam.MapTuple(lambda key, values: (repr(key), list(values))))
-      assert_that(groups, equal_to([(repr(k), [v]) for k, v in elements]))
+      assert_that(groups, equal_to([(k, sorted(v)) for k, v in expected.items()]))
 
 
 class _Bytes(bytes):
