@@ -20,6 +20,7 @@ import itertools
 import apache_beam as beam
 
 from beam_pipeline import grouping as grouping_lib
+from beam_pipeline.sources.common import CounterTally
 from neural_compression import corpus
 from neural_compression import examples as ex
 
@@ -44,13 +45,18 @@ class _KeyBySplitAndBucket(beam.DoFn):
     self._fixed_split = fixed_split
 
   def setup(self):
-    self._text_bytes = beam.metrics.Metrics.counter(RUNS_NAMESPACE, "document_text_bytes")
-    self._documents = beam.metrics.Metrics.counter(RUNS_NAMESPACE, "documents_split")
+    # Counted per bundle, added to the counters at its end (a counter inc per document cost
+    # about a microsecond each).
+    self._tally = CounterTally(RUNS_NAMESPACE, ("document_text_bytes", "documents_split"))
+
+  def finish_bundle(self):
+    self._tally.flush()
 
   def process(self, doc):
     text = doc["text"].encode("utf-8")
-    self._text_bytes.inc(len(text))
-    self._documents.inc()
+    counts = self._tally.counts
+    counts["document_text_bytes"] += len(text)
+    counts["documents_split"] += 1
     url_digest = _digest(doc["url"].encode("utf-8"))
     split = self._fixed_split or corpus.split_of_url_digest(url_digest, self._validation_percent)
     sort_key = url_digest + _digest(text)
@@ -67,32 +73,32 @@ class _CutRunsFn(beam.DoFn):
     self._examples_per_run = examples_per_run
 
   def setup(self):
-    counter = lambda name: beam.metrics.Metrics.counter(RUNS_NAMESPACE, name)
-    self._documents = counter("documents_in_runs")
-    self._runs = counter("runs")
-    self._examples = counter("examples")
-    self._bytes_in_examples = counter("bytes_in_examples")
-    self._bytes_not_sampled = counter("bytes_not_sampled")
-    self._eos = counter("eos_symbols")
+    self._tally = CounterTally(RUNS_NAMESPACE, (
+        "documents_in_runs", "runs", "examples", "bytes_in_examples", "bytes_not_sampled",
+        "eos_symbols"))
 
   def process(self, keyed):
     (split, bucket), docs = keyed  # sorted by key (GroupSorted), maybe a stream
     docs = iter(docs)
-    for run_index in itertools.count():
-      members = [text for _, text in itertools.islice(docs, self._docs_per_run)]
-      if not members:
-        return
-      self._runs.inc()
-      self._documents.inc(len(members))
-      self._eos.inc(len(members))
-      pieces = ex.cut_examples(ex.run_symbols(members), self._example_bytes)
-      for i, symbols in enumerate(pieces):
-        if self._examples_per_run and i >= self._examples_per_run:
-          self._bytes_not_sampled.inc(len(symbols))
-          continue
-        self._examples.inc()
-        self._bytes_in_examples.inc(len(symbols))
-        yield example_id(split, bucket, run_index, i), symbols
+    counts = self._tally.counts
+    try:
+      for run_index in itertools.count():
+        members = [text for _, text in itertools.islice(docs, self._docs_per_run)]
+        if not members:
+          return
+        counts["runs"] += 1
+        counts["documents_in_runs"] += len(members)
+        counts["eos_symbols"] += len(members)
+        pieces = ex.cut_examples(ex.run_symbols(members), self._example_bytes)
+        for i, symbols in enumerate(pieces):
+          if self._examples_per_run and i >= self._examples_per_run:
+            counts["bytes_not_sampled"] += len(symbols)
+            continue
+          counts["examples"] += 1
+          counts["bytes_in_examples"] += len(symbols)
+          yield example_id(split, bucket, run_index, i), symbols
+    finally:
+      self._tally.flush()
 
 
 class DocumentsToExamples(beam.PTransform):

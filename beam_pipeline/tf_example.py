@@ -77,10 +77,10 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def _packed_int64(values) -> bytes:
-  """Packed varints of int64 values: a few Python ints varint by varint (a record's scalars),
-  longer sequences and arrays in one compiled loop."""
-  if isinstance(values, (list, tuple)) and len(values) <= 8:
-    values = [int(v) for v in values]
+  """Packed varints of int64 values: up to 8 Python ints varint by varint (a record's scalars),
+  anything else (longer, nested, numpy values, arrays) through numpy and one compiled loop."""
+  if (isinstance(values, (list, tuple)) and len(values) <= 8
+      and all(type(v) is int for v in values)):  # pylint: disable=unidiomatic-typecheck
     if any(not _INT64_MIN <= v <= _INT64_MAX for v in values):
       raise OverflowError("an int64 feature value is out of the int64 range")
     return b"".join(_varint(v) for v in values)

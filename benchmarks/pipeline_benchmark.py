@@ -1,7 +1,7 @@
 """Beam job overhead: the DirectRunner job against the bare engine on the same examples, one run.
 
   python benchmarks/pipeline_benchmark.py [--examples_per_run 40] [--methods equal_info_ac:b16:v65k]
-      [--corpus_copies C] [--against_corpus_copies c | --against_examples_per_run K]
+      [--corpus_copies C [--doc_bytes N]] [--against_corpus_copies c | --against_examples_per_run K]
       [--repeats 3] [--keep_files]
 
 Runs the job (`python -m beam_pipeline`, in-process DirectRunner) into a temporary directory,
@@ -17,8 +17,9 @@ shared machine and do not count the time a process waited for a core a neighbour
 
 The input is the embedded default corpus (12 MB; --examples_per_run 0 compresses all of it) or,
 with --corpus_copies C, C copies of it written as gzipped C4 JSON shards with distinct URLs (the
-format users read; run buckets and shards scale with C). The job's whole overhead includes what
-it pays once (Beam's import, building and checking the graph, the local runner's start) and
+format users read; run buckets and shards scale with C; --doc_bytes N cuts its documents, 49
+KB on average, at line ends into documents of about N bytes, as C4's ~2.2 KB, so that what the
+job pays per document weighs as it will on C4). The job's whole overhead includes what it pays once (Beam's import, building and checking the graph, the local runner's start) and
 what it pays per byte (decompressing and parsing the input, grouping documents into runs and
 records into shards, serializing and writing records). Beam's own floor is printed beside it: a
 fresh process that imports Beam and runs a one-transform pipeline, which no job can beat.
@@ -211,21 +212,24 @@ def _median(values: list[float]) -> float:
   return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def _source_flags(out: str, copies: int) -> list[str]:
+def _source_flags(out: str, copies: int, doc_bytes: int = 0) -> list[str]:
   """The job's input flags: the embedded default corpus (copies 0), or `copies` copies of it
-  written as C4 JSON shards under `out` (distinct URLs), with run buckets and shards scaled as
-  scale_benchmark scales them, so that each key's work stays what it is on the default corpus."""
+  written as C4 JSON shards under `out` (distinct URLs; documents cut into about `doc_bytes`
+  bytes each if > 0), with run buckets and shards scaled as scale_benchmark scales them, so
+  that each key's work stays what it is on the default corpus."""
   if not copies:
     return []
-  corpus_dir = pathlib.Path(out) / f"corpus_{copies}x"
+  corpus_dir = pathlib.Path(out) / f"corpus_{copies}x_{doc_bytes}"
   if not corpus_dir.exists():
-    scale_benchmark.write_corpus(corpus_dir, copies)
+    scale_benchmark.write_corpus(corpus_dir, copies, doc_bytes=doc_bytes)
   return ["--source=c4_json", f"--input={corpus_dir}/c4-train.*.json.gz",
           f"--run_buckets={copies}", f"--num_shards={4 * copies}"]
 
 
-def _label(copies: int, examples_per_run: int) -> str:
+def _label(copies: int, examples_per_run: int, doc_bytes: int = 0) -> str:
   corpus_name = f"{copies} copies of the default corpus" if copies else "the default corpus"
+  if copies and doc_bytes:
+    corpus_name += f" cut into documents of ~{doc_bytes:,} bytes"
   return f"{corpus_name}, --examples_per_run {examples_per_run}"
 
 
@@ -244,6 +248,10 @@ def main() -> None:
   parser.add_argument("--against_corpus_copies", type=int, default=-1,
                       help="c >= 0: also run on c copies of the default corpus (0: the embedded "
                            "one), and split the overhead into its fixed and per-byte parts")
+  parser.add_argument("--doc_bytes", type=int, default=0,
+                      help="with --corpus_copies: cut the documents at line ends into documents "
+                           "of about this many bytes (C4 en averages ~2,200; the default "
+                           "corpus's are 49 KB), so that per-document costs weigh as on C4")
   parser.add_argument("--keep_files", action="store_true",
                       help="keep the scratch directory (corpora, dumps, runs), which is deleted "
                            "otherwise")
@@ -273,7 +281,7 @@ def _benchmark(args, out: str) -> None:
   flags, dumps = {}, {}
   for index, (copies, examples_per_run) in enumerate(settings):
     os.makedirs(f"{out}/{index}")
-    flags[index] = [*_source_flags(out, copies), f"--methods={args.methods}",
+    flags[index] = [*_source_flags(out, copies, args.doc_bytes), f"--methods={args.methods}",
                     f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
     dumps[index] = f"{out}/{index}/examples.npz"
     dump_examples(flags[index], dumps[index])
@@ -292,7 +300,7 @@ def _benchmark(args, out: str) -> None:
         f"DirectRunner), best of {args.repeats}: {floor['wall']:.2f} s, {floor['cpu']:.2f} CPU s")
   for index, setting in enumerate(settings):
     r = best[index]
-    print(f"{_label(*setting)}: {r['bytes']:,} bytes compressed, methods {args.methods}")
+    print(f"{_label(*setting, args.doc_bytes)}: {r['bytes']:,} bytes compressed, methods {args.methods}")
     print(f"  job (DirectRunner, everything included, best of {args.repeats}): "
           f"{r['job_wall']:.2f} s, {r['bytes'] / r['job_wall']:,.0f} bytes/s; "
           f"{r['job_cpu']:.2f} CPU s")

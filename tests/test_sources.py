@@ -159,6 +159,30 @@ def test_decompress_reads_bigger_than_a_piece_and_members_inside_a_piece(compres
       list(streams.iter_decompressed(_Reader(blob[:-5], step), compression))
 
 
+@pytest.mark.parametrize("damage", ["crc", "block"])
+def test_a_corrupt_stream_bigger_than_a_piece_yields_only_a_prefix_then_fails(damage):
+  # What inflates before the damage is found comes out (the reader dead-letters the rest), and
+  # how much depends on the fixed pieces, never on the read sizes. A damaged CRC leaves a prefix
+  # of the payload; damage inside the deflate data may inflate to wrong bytes first (deflate
+  # has no check but the member's CRC at its end).
+  rng = random.Random(7)
+  payload = b"".join(rng.randbytes(60) + b"\n" for _ in range(20_000))  # 1.2 MB
+  blob = bytearray(gzip.compress(payload))
+  blob[-6 if damage == "crc" else len(blob) // 2] ^= 0x40
+  outs = []
+  for step in (1 << 20, 300_001):
+    got = []
+    with pytest.raises(streams.CorruptStreamError):
+      for chunk in streams.iter_decompressed(_Reader(bytes(blob), step), CompressionTypes.GZIP):
+        got.append(chunk)
+    out = b"".join(got)
+    assert len(out) < len(payload)
+    if damage == "crc":
+      assert payload.startswith(out)
+    outs.append(out)
+  assert outs[0] == outs[1]
+
+
 # ----------------------------------------------------------------------------
 # ReadC4Json.
 

@@ -68,3 +68,9 @@ def test_values_outside_int64_are_refused(value, count):
     tf_example.encode_example({"x": values}, {})
   with pytest.raises((ValueError, OverflowError)):
     tf_bytes({"x": values}, {})
+
+
+def test_nested_and_numpy_values_are_flattened_as_numpy_flattens_them():
+  for values in ([[1, 2], [3, 4]], [np.int64(5), 6], (np.array([7]), np.array([8]))):
+    want = tf_example.encode_example({"x": np.asarray(values, np.int64).reshape(-1)}, {})
+    assert tf_example.encode_example({"x": values}, {}) == want

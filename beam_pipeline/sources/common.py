@@ -44,6 +44,28 @@ def counter(name: str):
   return beam.metrics.Metrics.counter(SOURCES_NAMESPACE, name)
 
 
+class CounterTally:
+  """Counts kept as plain ints and added to their Beam counters at `flush`: one Beam counter
+  inc costs about a microsecond (it looks up the current metrics container), and a reader made
+  four per document, a noticeable share of a ~2 KB C4 document's cost.
+
+  Args:
+    namespace: the counters' namespace.
+    names: the counters' names.
+  """
+
+  def __init__(self, namespace: str, names):
+    self._counters = {name: beam.metrics.Metrics.counter(namespace, name) for name in names}
+    self.counts = dict.fromkeys(self._counters, 0)
+
+  def flush(self) -> None:
+    """Adds what was counted since the last flush to the Beam counters."""
+    for name, count in self.counts.items():
+      if count:
+        self._counters[name].inc(count)
+        self.counts[name] = 0
+
+
 def make_dead_letter(path: str, line: int, reason: str, detail: str,
                      raw: bytes) -> dict:
   """Returns a dead-letter record (see the module docstring for the fields)."""

@@ -12,7 +12,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 
 from beam_pipeline.sources.common import check_pattern_matches
-from beam_pipeline.sources.common import counter
+from beam_pipeline.sources.common import CounterTally
 from beam_pipeline.sources.common import DEAD_LETTER_TAG
 from beam_pipeline.sources.common import make_dead_letter
 from beam_pipeline.sources.common import MAX_LOGGED_DEAD_LETTERS
@@ -20,6 +20,7 @@ from beam_pipeline.sources.common import NoFilesMatchedError
 from beam_pipeline.sources.common import REASON_CORRUPT
 from beam_pipeline.sources.common import RECORDS_TAG
 from beam_pipeline.sources.common import Rejected
+from beam_pipeline.sources.common import SOURCES_NAMESPACE
 from beam_pipeline.sources.common import split_outputs
 from beam_pipeline.sources.streams import CorruptStreamError
 from beam_pipeline.sources.streams import iter_decompressed
@@ -38,22 +39,17 @@ class ReadFileFn(beam.DoFn):
   def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool):
     self._parse = parse
     self._per_line = per_line
-    self._files_read = counter("files_read")
-    self._lines_read = counter("lines_read")
-    self._empty_lines = counter("empty_lines")
-    self._documents_read = counter("documents_read")
-    self._malformed = counter(
-        "malformed_lines" if per_line else "malformed_files")
-    self._corrupt_files = counter("corrupt_files")
-    self._dead_letters = counter("dead_letters")
-    self._bytes_read = counter("bytes_read")
-    self._bytes_emitted = counter("bytes_emitted")
-    self._bytes_dead_lettered = counter("bytes_dead_lettered")
+    self._malformed_name = "malformed_lines" if per_line else "malformed_files"
+    # Counted per file, added to the counters when the file is done (CounterTally).
+    self._tally = CounterTally(SOURCES_NAMESPACE, (
+        "files_read", "lines_read", "empty_lines", "documents_read", self._malformed_name,
+        "corrupt_files", "dead_letters", "bytes_read", "bytes_emitted", "bytes_dead_lettered"))
     self._logged = 0
 
   def _dead_letter(self, path, line, reason, detail, raw):
-    self._dead_letters.inc()
-    self._bytes_dead_lettered.inc(len(raw))
+    counts = self._tally.counts
+    counts["dead_letters"] += 1
+    counts["bytes_dead_lettered"] += len(raw)
     if self._logged < MAX_LOGGED_DEAD_LETTERS:
       self._logged += 1
       logging.warning("dead letter %s:%d %s: %s", path, line, reason, detail)
@@ -61,63 +57,68 @@ class ReadFileFn(beam.DoFn):
         DEAD_LETTER_TAG, make_dead_letter(path, line, reason, detail, raw))
 
   def _unit(self, path: str, line: int, raw: bytes):
-    """Turns one unit into a record or a dead letter; yields what to emit."""
-    self._bytes_read.inc(len(raw))
+    """Turns one unit into a record or a dead letter; returns what to emit."""
+    counts = self._tally.counts
+    counts["bytes_read"] += len(raw)
     try:
       record = self._parse(path, line, raw)
     except Rejected as e:
-      self._malformed.inc()
-      yield self._dead_letter(path, line, e.reason, e.detail, raw)
-      return
-    self._documents_read.inc()
-    self._bytes_emitted.inc(len(raw))
-    yield record
+      counts[self._malformed_name] += 1
+      return self._dead_letter(path, line, e.reason, e.detail, raw)
+    counts["documents_read"] += 1
+    counts["bytes_emitted"] += len(raw)
+    return record
 
   def process(self, readable_file: fileio.ReadableFile):
     path = readable_file.metadata.path
     compression = CompressionTypes.detect_compression_type(path)
-    self._files_read.inc()
-    with open_raw(readable_file) as raw_stream:
-      chunks = iter_decompressed(raw_stream, compression)
-      if self._per_line:
-        yield from self._process_lines(path, chunks)
-      else:
-        yield from self._process_whole(path, chunks)
+    self._tally.counts["files_read"] += 1
+    try:
+      with open_raw(readable_file) as raw_stream:
+        chunks = iter_decompressed(raw_stream, compression)
+        if self._per_line:
+          yield from self._process_lines(path, chunks)
+        else:
+          yield from self._process_whole(path, chunks)
+    finally:
+      self._tally.flush()
 
   def _process_lines(self, path, chunks):
     splitter = LineSplitter()
+    counts = self._tally.counts
     try:
       for line, raw in splitter.iter_lines(chunks):
-        self._lines_read.inc()
+        counts["lines_read"] += 1
         if not raw:
-          self._empty_lines.inc()
+          counts["empty_lines"] += 1
           continue
-        yield from self._unit(path, line, raw)
+        yield self._unit(path, line, raw)
     except CorruptStreamError as e:
-      self._corrupt_files.inc()
+      counts["corrupt_files"] += 1
       tail = splitter.pending_bytes()
-      self._bytes_read.inc(len(tail))
+      counts["bytes_read"] += len(tail)
       yield self._dead_letter(
           path, splitter.line_no + 1, REASON_CORRUPT,
           f"{e}; lines from here to the end of the file are lost", tail)
 
   def _process_whole(self, path, chunks):
     parts = []
+    counts = self._tally.counts
     try:
       for chunk in chunks:
         parts.append(chunk)
     except CorruptStreamError as e:
       # A truncated document is not the document: reject all of it.
-      self._corrupt_files.inc()
+      counts["corrupt_files"] += 1
       raw = b"".join(parts)
-      self._bytes_read.inc(len(raw))
+      counts["bytes_read"] += len(raw)
       yield self._dead_letter(path, 1, REASON_CORRUPT, str(e), raw)
       return
     raw = b"".join(parts)
     if not raw:
-      self._empty_lines.inc()  # An empty file is one zero-byte unit.
+      counts["empty_lines"] += 1  # An empty file is one zero-byte unit.
       return
-    yield from self._unit(path, 1, raw)
+    yield self._unit(path, 1, raw)
 
 
 class ReadFiles(beam.PTransform):

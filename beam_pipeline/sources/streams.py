@@ -46,18 +46,35 @@ INFLATE_PIECE_BYTES = 256 << 10
 
 
 class _RawPieces:
-  """The raw stream read READ_CHUNK_BYTES at a time, handed out INFLATE_PIECE_BYTES at a time."""
+  """The raw stream read READ_CHUNK_BYTES at a time, handed out in pieces of INFLATE_PIECE_BYTES
+  at fixed offsets of the stream, whatever sizes its reads return: on a corrupt stream, what
+  inflates before the damage is found depends on where the pieces end, and so depends on the
+  file alone."""
 
   def __init__(self, raw):
     self._raw = raw
-    self._buffer = memoryview(b"")
+    self._buffer = b""
+    self._view = memoryview(self._buffer)
+    self._offset = 0
+    self._at_end = False
 
   def read(self) -> memoryview:
-    """The next piece of at most INFLATE_PIECE_BYTES bytes; empty at the end of the stream."""
-    if not self._buffer:
-      self._buffer = memoryview(self._raw.read(READ_CHUNK_BYTES))
-    piece = self._buffer[:INFLATE_PIECE_BYTES]
-    self._buffer = self._buffer[INFLATE_PIECE_BYTES:]
+    """The next piece: INFLATE_PIECE_BYTES bytes, fewer only at the end; empty after it."""
+    if len(self._buffer) - self._offset < INFLATE_PIECE_BYTES and not self._at_end:
+      parts = [self._buffer[self._offset:]]
+      held = len(parts[0])
+      while held < INFLATE_PIECE_BYTES:
+        data = self._raw.read(READ_CHUNK_BYTES)
+        if not data:
+          self._at_end = True
+          break
+        parts.append(data)
+        held += len(data)
+      self._buffer = b"".join(parts)
+      self._view = memoryview(self._buffer)
+      self._offset = 0
+    piece = self._view[self._offset:self._offset + INFLATE_PIECE_BYTES]
+    self._offset += len(piece)
     return piece
 
 
