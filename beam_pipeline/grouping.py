@@ -128,20 +128,13 @@ class _SpillFn(beam.DoFn):
   def start_bundle(self):
     self._buffer: dict = {}
     self._held = 0
-    self._entries: dict = {}  # key -> its pickle, for _plain_key keys
 
   def process(self, keyed):
     key, item = keyed
     sort_key, value = item
     # Keyed by the key's pickle, not by ==: 1, 1.0 and True are three keys to a GroupByKey
-    # (their encodings differ). A key split over two entries only makes two segments. The
-    # job's keys are tuples of str and int, for which == means the same pickle: those are
-    # pickled once per bundle.
-    entry = self._entries.get(key) if _plain_key(key) else None
-    if entry is None:
-      entry = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
-      if _plain_key(key):
-        self._entries[key] = entry
+    # (their encodings differ). A key split over two entries only makes two segments.
+    entry = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
     self._buffer.setdefault(entry, (key, []))[1].append(item)
     # Payloads are encoded when the buffer is written; about what they will take.
     self._held += _held_bytes(sort_key) + _held_bytes(value) + _FRAME.size
@@ -167,12 +160,6 @@ class _SpillFn(beam.DoFn):
     self._spilled_bytes.inc(offset)
     self._buffer, self._held = {}, 0
     yield from segments
-
-
-def _plain_key(key) -> bool:
-  """A tuple of exact str and int (not bool, not float): two such keys are == only if their
-  pickles are equal."""
-  return type(key) is tuple and all(type(k) in (str, int) for k in key)  # pylint: disable=unidiomatic-typecheck
 
 
 def _held_bytes(x) -> int:
