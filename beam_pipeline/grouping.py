@@ -89,7 +89,8 @@ def _open(path: str, mode: str):
 
 def encode_payload(sort_key, value) -> bytes:
   """One spilled (sort_key, value) as a frame's payload (see the module docstring)."""
-  if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck  (no subclasses: exact types back)
+  # Exact types only: a bytes or str subclass must come back as itself, so it is pickled.
+  if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck
     if type(sort_key) is bytes:  # pylint: disable=unidiomatic-typecheck
       return b"B" + _KEY_LENGTH.pack(len(sort_key)) + sort_key + value
     if type(sort_key) is str:  # pylint: disable=unidiomatic-typecheck
@@ -222,8 +223,9 @@ class _SegmentReader:
 
 
 def _read_frames(segment: Segment, chunk_bytes: int):
-  """Yields a segment's payloads (memoryviews of encoded items) in order, checking each frame's CRC-32 and the
-  segment's byte length and value count; reads `chunk_bytes` at a time."""
+  """Yields a segment's payloads (encoded items: bytes, or views from _VIEW_BYTES on) in order,
+  checking each frame's CRC-32 and the segment's byte length and value count; reads
+  `chunk_bytes` at a time."""
   reader = _SegmentReader(segment, chunk_bytes)
   for index in range(segment.count):
     size, crc = _FRAME.unpack(reader.read(_FRAME.size))

@@ -19,8 +19,9 @@ The input is the embedded default corpus (12 MB; --examples_per_run 0 compresses
 with --corpus_copies C, C copies of it written as gzipped C4 JSON shards with distinct URLs (the
 format users read; run buckets and shards scale with C; --doc_bytes N cuts its documents, 49
 KB on average, at line ends into documents of about N bytes, as C4's ~2.2 KB, so that what the
-job pays per document weighs as it will on C4). The job's whole overhead includes what it pays once (Beam's import, building and checking the graph, the local runner's start) and
-what it pays per byte (decompressing and parsing the input, grouping documents into runs and
+job pays per document weighs as it will on C4). The job's whole overhead includes what it pays
+once (Beam's import, building and checking the graph, the local runner's start) and what it
+pays per byte (decompressing and parsing the input, grouping documents into runs and
 records into shards, serializing and writing records). Beam's own floor is printed beside it: a
 fresh process that imports Beam and runs a one-transform pipeline, which no job can beat.
 
@@ -300,7 +301,8 @@ def _benchmark(args, out: str) -> None:
         f"DirectRunner), best of {args.repeats}: {floor['wall']:.2f} s, {floor['cpu']:.2f} CPU s")
   for index, setting in enumerate(settings):
     r = best[index]
-    print(f"{_label(*setting, args.doc_bytes)}: {r['bytes']:,} bytes compressed, methods {args.methods}")
+    print(f"{_label(*setting, args.doc_bytes)}: {r['bytes']:,} bytes compressed, methods "
+          f"{args.methods}")
     print(f"  job (DirectRunner, everything included, best of {args.repeats}): "
           f"{r['job_wall']:.2f} s, {r['bytes'] / r['job_wall']:,.0f} bytes/s; "
           f"{r['job_cpu']:.2f} CPU s")

@@ -40,8 +40,9 @@ def new_decompressor(compression_type: str):
   raise ValueError(f"unsupported compression type {compression_type!r}")
 
 
-# Compressed bytes inflated per call: 256 KiB in (about 1 MiB out) inflates 1.5x faster here than
-# the 1 MiB reads (4 MiB out), whose output no longer fits the caches the line splitting reads it from.
+# Compressed bytes inflated per call: 256 KiB in (about 1 MiB out) inflates 1.5x faster here
+# than the 1 MiB reads (4 MiB out), whose output no longer fits the caches the line splitter
+# reads it from.
 INFLATE_PIECE_BYTES = 256 << 10
 
 
