@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import io
 import os
 import pickle
 import posixpath
@@ -84,33 +85,51 @@ def _open(path: str, mode: str):
     return FileSystems.create(path) if mode == "wb" else FileSystems.open(path)
   if mode == "wb":
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    # Unbuffered: _FrameWriter hands the kernel its frames' parts in one writev, with no copy
+    # through a userspace buffer (the spill was the job's biggest copy of its documents).
+    return open(path, mode, buffering=0)  # pylint: disable=unspecified-encoding
   return open(path, mode)  # pylint: disable=unspecified-encoding
 
 
-def encode_payload(sort_key, value) -> bytes:
-  """One spilled (sort_key, value) as a frame's payload (see the module docstring)."""
+def payload_parts(sort_key, value) -> tuple:
+  """One spilled (sort_key, value) as the parts of a frame's payload, in order (see the module
+  docstring): a raw payload's header and its value, uncopied, or one pickle."""
   # Exact types only: a bytes or str subclass must come back as itself, so it is pickled.
   if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck
     if type(sort_key) is bytes:  # pylint: disable=unidiomatic-typecheck
-      return b"B" + _KEY_LENGTH.pack(len(sort_key)) + sort_key + value
+      return b"B" + _KEY_LENGTH.pack(len(sort_key)) + sort_key, value
     if type(sort_key) is str:  # pylint: disable=unidiomatic-typecheck
       key = sort_key.encode("utf-8", "surrogatepass")
-      return b"S" + _KEY_LENGTH.pack(len(key)) + key + value
-  return b"P" + pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL)
+      return b"S" + _KEY_LENGTH.pack(len(key)) + key, value
+  return (b"P" + pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL),)
+
+
+def encode_payload(sort_key, value) -> bytes:
+  """One spilled (sort_key, value) as a frame's payload (bytes; see the module docstring)."""
+  return b"".join(payload_parts(sort_key, value))
 
 
 def decode_payload(payload) -> tuple:
   """The (sort_key, value) of a frame's payload (bytes or a memoryview of them)."""
-  tag = payload[0]
+  return _decode_at(payload, 0, len(payload))
+
+
+def _decode_at(buffer, start: int, end: int) -> tuple:
+  """The (sort_key, value) of the payload at buffer[start:end]: bytes come out copied once (a
+  slice of bytes is a copy; bytes() of a bytes object is that object)."""
+  tag = buffer[start]
   if tag == 0x50:  # b"P"
-    return pickle.loads(payload[1:])
-  if tag not in (0x42, 0x53):  # b"B", b"S"
+    return pickle.loads(memoryview(buffer)[start + 1:end])
+  if tag != 0x42 and tag != 0x53:  # b"B", b"S"
     raise SpillCorruptError(f"a spill payload has an unknown tag {tag:#x}")
-  (size,) = _KEY_LENGTH.unpack_from(payload, 1)
-  if 5 + size > len(payload):
+  if end - start < 5:
+    raise SpillCorruptError("a spill payload ends inside its sort key's length")
+  (size,) = _KEY_LENGTH.unpack_from(buffer, start + 1)
+  key_end = start + 5 + size
+  if key_end > end:
     raise SpillCorruptError("a spill payload's sort key runs past its end")
-  key = bytes(payload[5:5 + size])
-  value = bytes(payload[5 + size:])
+  key = bytes(buffer[start + 5:key_end])
+  value = bytes(buffer[key_end:end])
   return (key if tag == 0x42 else key.decode("utf-8", "surrogatepass")), value
 
 
@@ -154,7 +173,7 @@ class _SpillFn(beam.DoFn):
     with _open(path, "wb") as f:
       for key, items in self._buffer.values():
         items.sort()
-        segment = _write_segment(f, path, offset, (encode_payload(*item) for item in items))
+        segment = _write_segment(f, path, offset, (payload_parts(*item) for item in items))
         segments.append((key, segment))
         offset += segment.length
     self._files.inc()
@@ -169,80 +188,109 @@ def _held_bytes(x) -> int:
 
 
 def _write_segment(f, path: str, offset: int, payloads) -> Segment:
-  """Writes `payloads` (encoded, in order) as frames into the open file `f` of `path`, whose
-  next byte is `offset`; returns their Segment."""
+  """Writes `payloads` (in order, each the tuple of its parts: payload_parts) as frames into the
+  open file `f` of `path`, whose next byte is `offset`; returns their Segment."""
+  writer = _FrameWriter(f)
   length = count = 0
-  for payload in payloads:
-    f.write(_FRAME.pack(len(payload), _crc32(payload)))
-    f.write(payload)
-    length += _FRAME.size + len(payload)
+  for parts in payloads:
+    length += writer.frame(parts)
     count += 1
+  writer.flush()
   return Segment(path, offset, length, count)
 
 
-class _SegmentReader:
-  """Reads a segment's bytes in chunks, opening the file once per chunk, so that merging
-  thousands of segments never holds thousands of open files."""
+class _FrameWriter:
+  """Writes frames to a file, gathering their parts (headers, values: never joined) and handing
+  them to the kernel in one os.writev per _WRITE_BATCH_PARTS parts where the file has a
+  descriptor (local files, opened unbuffered), joined into one write elsewhere."""
 
-  def __init__(self, segment: Segment, chunk_bytes: int):
-    self._segment = segment
-    self._next = segment.offset  # the file's next unread byte
-    self._end = segment.offset + segment.length
-    self._chunk_bytes = chunk_bytes
-    self._buffer = b""
-    self._view = memoryview(self._buffer)
-    self._position = 0
+  def __init__(self, f):
+    self._f = f
+    self._fd = f.fileno() if isinstance(f, io.FileIO) else None
+    self._parts = []
 
-  @property
-  def remaining(self) -> int:
-    """Bytes of the segment not yet returned."""
-    return len(self._buffer) - self._position + self._end - self._next
+  def frame(self, parts) -> int:
+    """Adds one frame holding the payload made of `parts` (bytes-like, in order); returns the
+    frame's bytes."""
+    crc = size = 0
+    for part in parts:
+      crc = _crc32(part, crc)
+      size += len(part)
+    self._parts.append(_FRAME.pack(size, crc))
+    self._parts.extend(parts)
+    if len(self._parts) >= _WRITE_BATCH_PARTS:
+      self.flush()
+    return _FRAME.size + size
 
-  def read(self, size: int) -> bytes | memoryview:
-    """Exactly `size` bytes (from _VIEW_BYTES on, a view into the reader's immutable buffer);
-    SpillCorruptError if the segment (or the file) ends before."""
-    if size > self.remaining:
-      raise SpillCorruptError(f"{self._segment.path}: the segment at {self._segment.offset} "
-                              f"ends inside a frame (a length field is corrupt)")
-    if len(self._buffer) - self._position < size:
-      parts = [self._buffer[self._position:]]
-      held = len(parts[0])
-      while held < size:
-        step = min(max(self._chunk_bytes, size - held), self._end - self._next)
-        parts.append(_read_at(self._segment.path, self._next, step))
-        self._next += step
-        held += step
-      self._buffer = b"".join(parts)
-      self._view = memoryview(self._buffer)
-      self._position = 0
-    # A view saves copying a big payload; a small slice costs less than a view.
-    start, end = self._position, self._position + size
-    out = self._view[start:end] if size >= _VIEW_BYTES else self._buffer[start:end]
-    self._position += size
-    return out
+  def flush(self) -> None:
+    """Writes every part added so far."""
+    parts, self._parts = self._parts, []
+    if not parts:
+      return
+    if self._fd is None:
+      self._f.write(b"".join(parts))
+      return
+    first = 0
+    while first < len(parts):
+      written = os.writev(self._fd, parts[first:] if first else parts)
+      # A short write (a signal; a disk with room for part of it, whose next write raises):
+      # resume after the bytes written.
+      while first < len(parts) and written >= len(parts[first]):
+        written -= len(parts[first])
+        first += 1
+      if written:
+        parts[first] = memoryview(parts[first])[written:]
 
 
-def _read_frames(segment: Segment, chunk_bytes: int):
-  """Yields a segment's payloads (encoded items: bytes, or views from _VIEW_BYTES on) in order,
-  checking each frame's CRC-32 and the segment's byte length and value count; reads
-  `chunk_bytes` at a time."""
-  reader = _SegmentReader(segment, chunk_bytes)
-  for index in range(segment.count):
-    size, crc = _FRAME.unpack(reader.read(_FRAME.size))
-    payload = reader.read(size)
-    if _crc32(payload) != crc:
-      raise SpillCorruptError(f"{segment.path}: value {index} of the segment at "
-                              f"{segment.offset} fails its CRC-32")
-    yield payload
-  if reader.remaining:
-    raise SpillCorruptError(f"{segment.path}: the segment at {segment.offset} holds more than "
-                            f"the {segment.count} values written")
+# Parts gathered per os.writev (Linux's IOV_MAX is 1024).
+_WRITE_BATCH_PARTS = 1020
 
 
 def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
   """Yields a segment's (sort_key, value) in order, checking each frame's CRC-32 and the
-  segment's byte length and value count; reads `chunk_bytes` at a time."""
-  return map(decode_payload, _read_frames(segment, chunk_bytes))
+  segment's byte length and value count; reads `chunk_bytes` at a time, opening the file once
+  per read, so that merging thousands of segments never holds thousands of open files."""
+  path = segment.path
+  next_offset, end_offset = segment.offset, segment.offset + segment.length
+  buffer, position = b"", 0
+  view = memoryview(buffer)
+  unpack_frame, crc32, frame_size = _FRAME.unpack_from, _crc32, _FRAME.size
+
+  def refill(needed: int):
+    """A new buffer (and its view) holding the unread bytes from the current position and more
+    read from the file, at least `needed` bytes in all."""
+    nonlocal next_offset
+    held = len(buffer) - position
+    if needed > held + end_offset - next_offset:
+      raise SpillCorruptError(f"{path}: the segment at {segment.offset} ends inside a frame "
+                              f"(a length field is corrupt)")
+    parts = [buffer[position:]]
+    while held < needed:
+      step = min(max(chunk_bytes, needed - held), end_offset - next_offset)
+      parts.append(_read_at(path, next_offset, step))
+      next_offset += step
+      held += step
+    joined = b"".join(parts)
+    return joined, memoryview(joined)
+
+  for index in range(segment.count):
+    if len(buffer) - position < frame_size:
+      buffer, view = refill(frame_size)
+      position = 0
+    size, crc = unpack_frame(buffer, position)
+    start = position + frame_size
+    end = start + size
+    if end > len(buffer):
+      buffer, view = refill(frame_size + size)
+      position, start, end = 0, frame_size, frame_size + size
+    if crc32(view[start:end]) != crc:
+      raise SpillCorruptError(f"{path}: value {index} of the segment at {segment.offset} fails "
+                              f"its CRC-32")
+    position = end
+    yield _decode_at(buffer, start, end)
+  if len(buffer) - position + end_offset - next_offset:
+    raise SpillCorruptError(f"{path}: the segment at {segment.offset} holds more than the "
+                            f"{segment.count} values written")
 
 
 def _read_at(path: str, offset: int, size: int) -> bytes:
@@ -254,8 +302,6 @@ def _read_at(path: str, offset: int, size: int) -> bytes:
   return data
 
 
-# Payloads from this size on are read as views into the reader's buffer, not copies (bytes).
-_VIEW_BYTES = 16 << 10
 # The least a segment reader reads at a time (bytes): smaller chunks cost a file open each.
 _MIN_CHUNK_BYTES = 64 << 10
 
@@ -285,20 +331,22 @@ class MergedSegments:
     while len(segments) > self.fan_in:
       segments = [self._merge_into_file(segments[i:i + self.fan_in])
                   for i in range(0, len(segments), self.fan_in)]
-    return map(lambda item: item[0], self._merge(segments))
+    return self._merge(segments)
 
   def _merge(self, segments):
-    """(value, payload) of `segments` merged in order, reading each `chunk` bytes at a time."""
+    """The (sort_key, value) of `segments` merged in order, reading each `chunk` bytes at a
+    time."""
     chunk = max(_MIN_CHUNK_BYTES, min(4 << 20, self._buffer_bytes // max(len(segments), 1)))
-    decoded = (((decode_payload(p), p) for p in _read_frames(s, chunk)) for s in segments)
-    return heapq.merge(*decoded, key=lambda item: item[0])
+    if len(segments) == 1:
+      return read_segment(segments[0], chunk)
+    return heapq.merge(*(read_segment(s, chunk) for s in segments))
 
   def _merge_into_file(self, segments) -> Segment:
     if len(segments) == 1:
       return segments[0]
     path = posixpath.join(posixpath.dirname(segments[0].path), f"{uuid.uuid4().hex}.merged.spill")
     with _open(path, "wb") as f:
-      return _write_segment(f, path, 0, (payload for _, payload in self._merge(segments)))
+      return _write_segment(f, path, 0, (payload_parts(*item) for item in self._merge(segments)))
 
 
 class GroupSorted(beam.PTransform):
