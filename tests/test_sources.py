@@ -483,3 +483,72 @@ def test_read_documents_dispatches_by_flag(tmp_path):
   with pytest.raises(ValueError, match="takes no pattern"):
     sources.read_documents(BeamTestPipeline(), "default", str(path))
   assert set(sources.SOURCES) == {"default", "c4_json", "tfds", "jsonl", "text"}
+
+
+def _parsed(parse, raw: bytes):
+  """What a line parser makes of `raw`: its record, or its dead letter's reason and detail."""
+  from beam_pipeline.sources import common
+  try:
+    return "record", parse("p", 1, raw)
+  except common.Rejected as e:
+    return "rejected", e.reason, e.detail
+
+
+# Field values of every kind a JSON line may hold where a string is expected, and strings with
+# what orjson and json read differently (lone surrogate escapes, astral characters).
+_JSON_VALUES = st.one_of(
+    st.text(), st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0x1F64F)),
+    st.integers(min_value=-(1 << 70), max_value=1 << 70), st.floats(allow_nan=True),
+    st.booleans(), st.none(), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+_C4_OBJECTS = st.dictionaries(
+    st.sampled_from(["text", "url", "timestamp", "content", "source", "t\u00e9xt"]), _JSON_VALUES)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(obj=_C4_OBJECTS, ensure_ascii=st.booleans(), edits=st.lists(
+    st.tuples(st.integers(min_value=0), st.binary(max_size=3), st.integers(0, 3)), max_size=3),
+    raw_line=st.binary(max_size=40))
+def test_orjson_first_reads_every_line_as_json_alone_does(obj, ensure_ascii, edits, raw_line):
+  # The fast path (orjson, json where it refuses or reads a field otherwise) must make of every
+  # line, valid or damaged, exactly the record or the dead letter that json alone makes of it.
+  from beam_pipeline.sources import c4_json
+  from beam_pipeline.sources import common
+  from beam_pipeline.sources import jsonl
+  line = json.dumps(obj, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+  damaged = bytearray(line)
+  for position, inserted, removed in edits:  # bytes replaced, inserted or cut anywhere
+    position %= len(damaged) + 1
+    damaged[position:position + removed] = inserted
+  parsers = (c4_json._parse_c4_line,  # pylint: disable=protected-access
+             jsonl._JsonlLineParser("content", "source", "timestamp"))  # pylint: disable=protected-access
+  for raw in (line, bytes(damaged), raw_line, line.replace(b"1", b"1e999"), line + b" \t"):
+    for parse in parsers:
+      fast = _parsed(parse, raw)
+      with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common.orjson, "loads", _refuse)
+        alone = _parsed(parse, raw)
+      assert fast == alone, raw
+
+
+def _refuse(raw):
+  import orjson
+  raise orjson.JSONDecodeError("refused: the test reads this line with json alone", "", 0)
+
+
+def test_orjson_reads_c4_lines_and_json_reads_what_orjson_refuses(monkeypatch):
+  # The fast path really is taken for an ordinary line, and json really is the fallback.
+  from beam_pipeline.sources import c4_json
+  from beam_pipeline.sources import common
+  calls = []
+  real_loads = json.loads
+  monkeypatch.setattr(common.json, "loads", lambda text: calls.append(text) or real_loads(text))
+  ordinary = json.dumps(_c4(3)).encode()
+  assert c4_json._parse_c4_line("p", 1, ordinary) == _c4(3)  # pylint: disable=protected-access
+  assert not calls
+  big_int = b'{"text": "t", "url": 123456789012345678901234567890, "timestamp": "t"}'
+  with pytest.raises(common.Rejected, match="is a int"):
+    c4_json._parse_c4_line("p", 1, big_int)  # pylint: disable=protected-access
+  nan = b'{"text": "t", "url": "u", "timestamp": "t", "score": NaN}'
+  assert c4_json._parse_c4_line("p", 1, nan)["url"] == "u"  # pylint: disable=protected-access
+  assert len(calls) == 2
