@@ -29,6 +29,7 @@ any mismatch: a corrupt or truncated spill file can never turn into silently wro
 from __future__ import annotations
 
 import dataclasses
+import errno
 import heapq
 import io
 import os
@@ -117,6 +118,8 @@ def decode_payload(payload) -> tuple:
 def _decode_at(buffer, start: int, end: int) -> tuple:
   """The (sort_key, value) of the payload at buffer[start:end]: bytes come out copied once (a
   slice of bytes is a copy; bytes() of a bytes object is that object)."""
+  if end <= start:  # a zeroed header reads as a frame of 0 bytes with a valid CRC
+    raise SpillCorruptError("a spill payload is empty")
   tag = buffer[start]
   if tag == 0x50:  # b"P"
     return pickle.loads(memoryview(buffer)[start + 1:end])
@@ -208,6 +211,7 @@ class _FrameWriter:
     self._f = f
     self._fd = f.fileno() if isinstance(f, io.FileIO) else None
     self._parts = []
+    self._held = 0
 
   def frame(self, parts) -> int:
     """Adds one frame holding the payload made of `parts` (bytes-like, in order); returns the
@@ -218,13 +222,14 @@ class _FrameWriter:
       size += len(part)
     self._parts.append(_FRAME.pack(size, crc))
     self._parts.extend(parts)
-    if len(self._parts) >= _WRITE_BATCH_PARTS:
+    self._held += size
+    if len(self._parts) >= _WRITE_BATCH_PARTS or self._held >= _WRITE_BATCH_BYTES:
       self.flush()
     return _FRAME.size + size
 
   def flush(self) -> None:
     """Writes every part added so far."""
-    parts, self._parts = self._parts, []
+    parts, self._parts, self._held = self._parts, [], 0
     if not parts:
       return
     if self._fd is None:
@@ -233,6 +238,8 @@ class _FrameWriter:
     first = 0
     while first < len(parts):
       written = os.writev(self._fd, parts[first:] if first else parts)
+      if not written:
+        raise OSError(errno.EIO, f"writev wrote nothing to a spill file (fd {self._fd})")
       # A short write (a signal; a disk with room for part of it, whose next write raises):
       # resume after the bytes written.
       while first < len(parts) and written >= len(parts[first]):
@@ -242,8 +249,10 @@ class _FrameWriter:
         parts[first] = memoryview(parts[first])[written:]
 
 
-# Parts gathered per os.writev (Linux's IOV_MAX is 1024).
+# Parts gathered per os.writev (Linux's IOV_MAX is 1024), and payload bytes: the values a
+# merge pass writes are copies it holds until they are written.
 _WRITE_BATCH_PARTS = 1020
+_WRITE_BATCH_BYTES = 1 << 20
 
 
 def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):

@@ -223,3 +223,33 @@ def test_frames_to_a_file_without_a_descriptor_are_joined_into_writes(tmp_path):
   path.write_bytes(buffer.getvalue())
   segment = grouping.Segment(str(path), 0, segment.length, segment.count)
   assert list(grouping.read_segment(segment, 7)) == items
+
+
+def test_a_zeroed_frame_is_refused_as_corrupt(tmp_path):
+  # Zeroed blocks (a crash) read as frames of 0 bytes whose CRC-32 (of nothing) is 0.
+  [(_, segment)] = _spill(tmp_path, [("k", (b"k", b"v"))])
+  with open(segment.path, "ab") as f:
+    f.write(b"\0" * 8)
+  import dataclasses
+  damaged = dataclasses.replace(segment, length=segment.length + 8, count=2)
+  for chunk in (1, 64):
+    with pytest.raises(grouping.SpillCorruptError, match="empty"):
+      list(grouping.read_segment(damaged, chunk))
+  with pytest.raises(grouping.SpillCorruptError):
+    grouping.decode_payload(b"")
+
+
+def test_a_merge_pass_writes_big_values_as_it_goes(tmp_path, monkeypatch):
+  # The values a merge pass writes are copies: they are written once about a MiB is held, not
+  # gathered by hundreds (a pass over 1 MiB values would have held 340 of them).
+  import os
+  held = []
+  real_writev = os.writev
+  monkeypatch.setattr(grouping.os, "writev",
+                      lambda fd, parts: held.append(sum(map(len, parts))) or real_writev(fd, parts))
+  items = [("k", (b"%03d" % i, bytes([i]) * (300 << 10))) for i in range(24)]
+  segments = [s for _, s in _spill(tmp_path, items, buffer_bytes=1)]
+  held.clear()
+  merged = grouping.MergedSegments(segments, buffer_bytes=2 * (64 << 10))  # fan-in 2: passes
+  assert [v for _, v in merged] == [v for _, (_, v) in items]
+  assert held and max(held) <= (1 << 20) + (300 << 10) + 100
