@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import struct
 
 import apache_beam as beam
-from apache_beam.io import tfrecordio
+import google_crc32c
 
 from beam_pipeline import grouping as grouping_lib
 from beam_pipeline import output_dir as output_dir_lib
@@ -27,18 +28,49 @@ def shard_of(sort_key: str, num_shards: int) -> int:
   return int.from_bytes(hashlib.sha256(sort_key.encode()).digest()[:8], "big") % num_shards
 
 
-class _HashingWriter:
-  """Passes bytes on to a file, keeping their sha256 and count."""
+_TFRECORD_LENGTH = struct.Struct("<Q")
+_TFRECORD_CRC = struct.Struct("<I")
+# Records' bytes gathered before one write and one sha256 update.
+_WRITE_BATCH_BYTES = 1 << 20
+
+
+def _masked_crc32c(data) -> int:
+  """TFRecord's masked CRC-32C of `data` (as TensorFlow and Beam's TFRecord writer compute it)."""
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class _TFRecordWriter:
+  """Writes TFRecords (length, its masked CRC-32C, data, the data's masked CRC-32C) to a file,
+  about _WRITE_BATCH_BYTES at a time, keeping the sha256 and the count of the bytes written.
+  A record's framing and one write per batch: Beam's write_record joined and wrote each record
+  through three calls, a third of the shard writer's time."""
 
   def __init__(self, f):
     self._f = f
     self.sha256 = hashlib.sha256()
     self.bytes = 0
+    self._parts = []
+    self._held = 0
 
-  def write(self, data: bytes) -> None:
+  def write(self, record: bytes) -> None:
+    """Adds one record (bytes)."""
+    length = _TFRECORD_LENGTH.pack(len(record))
+    self._parts += (length, _TFRECORD_CRC.pack(_masked_crc32c(length)), record,
+                    _TFRECORD_CRC.pack(_masked_crc32c(record)))
+    self._held += len(record) + 16
+    if self._held >= _WRITE_BATCH_BYTES:
+      self.flush()
+
+  def flush(self) -> None:
+    """Writes the records added so far."""
+    if not self._parts:
+      return
+    data = b"".join(self._parts)
     self._f.write(data)
     self.sha256.update(data)
     self.bytes += len(data)
+    self._parts, self._held = [], 0
 
 
 class _WriteShardFn(beam.DoFn):
@@ -54,12 +86,13 @@ class _WriteShardFn(beam.DoFn):
                           layout.shard_name(shard, self._num_shards))
     count, previous = 0, None
     with output_dir_lib.atomic_writer(path) as f:
-      out = _HashingWriter(f)
+      out = _TFRecordWriter(f)
       for key, record in items:  # sorted by key
         if key == previous:
           raise ValueError(f"duplicate record keys in {slug}/{split} shard {shard}: {key}")
-        tfrecordio._TFRecordUtil.write_record(out, record)  # pylint: disable=protected-access
+        out.write(record)
         previous, count = key, count + 1
+      out.flush()
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "records_written").inc(count)
     beam.metrics.Metrics.counter(WRITE_NAMESPACE, "files_written").inc()
     yield {"path": rm.relative_path(self._output_dir, path),
