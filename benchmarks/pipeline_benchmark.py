@@ -178,6 +178,12 @@ def dump_examples(flags: list[str], dump: str) -> None:
          | beam.Map(_write_dump, dump))
 
 
+def _dumped_bytes(dump: str) -> int:
+  """The symbols (bytes) of every example in a dump (dump_examples)."""
+  ends = np.load(dump)["ends"]
+  return int(ends[-1]) if len(ends) else 0
+
+
 def measure(flags: list[str], out_dir: str, dump: str, methods: str, batch_size: int) -> dict:
   """Runs the job with `flags` into `out_dir`, then the bare compressors on the examples it
   compressed (`dump`); returns the bytes compressed and the times of both (seconds, see
@@ -286,6 +292,9 @@ def _benchmark(args, out: str) -> None:
                     f"--examples_per_run={examples_per_run}", f"--batch_size={args.batch_size}"]
     dumps[index] = f"{out}/{index}/examples.npz"
     dump_examples(flags[index], dumps[index])
+  if len(settings) == 2 and _dumped_bytes(dumps[1]) >= _dumped_bytes(dumps[0]):
+    # Checked before any timing: the per-byte figure divides by the bytes between them.
+    raise SystemExit("the second setting must compress fewer bytes than the first")
   # Alternating: every repeat runs Beam's floor, then each setting's job and bare engine, so
   # that a slow minute of this machine falls on all of them rather than on one setting.
   runs = {index: [] for index in flags}
@@ -327,8 +336,6 @@ def _benchmark(args, out: str) -> None:
   if len(settings) == 2:
     big, small = runs[0], runs[1]
     between = big[0]["bytes"] - small[0]["bytes"]
-    if between <= 0:
-      raise SystemExit("the second setting must compress fewer bytes than the first")
     what = ("compressed byte (the same corpus read by both, so reading it cancels)"
             if settings[0][0] == settings[1][0] else "byte (corpus read and compressed)")
     print(f"overhead per {what}, from the {between:,} bytes between the two settings, bound: at "
