@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from beam_pipeline.sources.common import C4_FIELDS
 from beam_pipeline.sources.common import checked_string
-from beam_pipeline.sources.common import orjson_object
-from beam_pipeline.sources.common import parse_json_object_with_json
+from beam_pipeline.sources.common import parse_json_object
 from beam_pipeline.sources.files import ReadFileFn
 from beam_pipeline.sources.files import ReadFiles
 
@@ -12,15 +11,7 @@ from beam_pipeline.sources.files import ReadFiles
 def _parse_c4_line(path: str, line: int, raw: bytes) -> dict:
   """A C4 JSON line: text, url and timestamp are all required strings."""
   del path, line  # C4 records carry their own URL.
-  obj = orjson_object(raw)
-  if obj is not None:
-    # The common case, per document: three strings, which orjson's strings always are encodable
-    # (parse_json_object's contract: json would read the same strings).
-    text, url, timestamp = obj.get("text"), obj.get("url"), obj.get("timestamp")
-    if type(text) is str and type(url) is str and type(timestamp) is str:  # pylint: disable=unidiomatic-typecheck
-      return {"text": text, "url": url, "timestamp": timestamp}
-  # Anything else is read as json reads it, and dead-lettered for what json finds.
-  obj = parse_json_object_with_json(raw)
+  obj = parse_json_object(raw, C4_FIELDS)
   return {field: checked_string(obj, field, required=True)
           for field in C4_FIELDS}
 

@@ -139,17 +139,6 @@ def checked_string(obj: dict, field: str, required: bool) -> str | None:
   return value
 
 
-def orjson_object(raw: bytes) -> dict | None:
-  """The JSON object of a line's bytes as orjson reads it; None where orjson refuses the line or
-  it holds no object. Its strings always encode to UTF-8: orjson refuses lone surrogate escapes.
-  """
-  try:
-    obj = orjson.loads(raw)
-  except orjson.JSONDecodeError:
-    return None
-  return obj if type(obj) is dict else None  # pylint: disable=unidiomatic-typecheck
-
-
 def parse_json_object(raw: bytes, string_fields) -> dict:
   """The JSON object of a line's bytes, exactly as json reads it; Rejected if it is not one.
 
@@ -161,8 +150,11 @@ def parse_json_object(raw: bytes, string_fields) -> dict:
   an int: a dead letter's detail names the type). Where orjson gives an object with strings in
   those fields, json gives the same strings (tests/test_sources.py compares them).
   """
-  obj = orjson_object(raw)
-  if obj is not None and all(
+  try:
+    obj = orjson.loads(raw)
+  except orjson.JSONDecodeError:
+    obj = None
+  if type(obj) is dict and all(  # pylint: disable=unidiomatic-typecheck
       type(obj.get(field, "")) is str for field in string_fields):  # pylint: disable=unidiomatic-typecheck
     return obj
   return parse_json_object_with_json(raw)
