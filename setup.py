@@ -30,9 +30,6 @@ RUNTIME_PINS = [
     # TFRecord CRC-32C: Beam takes google-crc32c when it is installed (0.25 us per 4 KB record
     # here), else crcmod's table-driven C (9 us).
     "google-crc32c==1.9.0",
-    # JSON lines (beam_pipeline/sources/common.py): 2.9x json on C4 lines here; any line it
-    # refuses or reads otherwise than json goes through json.
-    "orjson==3.13.0",
 ]
 
 EXTRAS = {

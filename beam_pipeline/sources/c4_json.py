@@ -11,7 +11,7 @@ from beam_pipeline.sources.files import ReadFiles
 def _parse_c4_line(path: str, line: int, raw: bytes) -> dict:
   """A C4 JSON line: text, url and timestamp are all required strings."""
   del path, line  # C4 records carry their own URL.
-  obj = parse_json_object(raw, C4_FIELDS)
+  obj = parse_json_object(raw)
   return {field: checked_string(obj, field, required=True)
           for field in C4_FIELDS}
 

@@ -5,7 +5,6 @@ import json
 import os
 
 import apache_beam as beam
-import orjson
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
@@ -139,29 +138,7 @@ def checked_string(obj: dict, field: str, required: bool) -> str | None:
   return value
 
 
-def parse_json_object(raw: bytes, string_fields) -> dict:
-  """The JSON object of a line's bytes, exactly as json reads it; Rejected if it is not one.
-
-  orjson parses it first (2.9x json on C4's lines here). json's reading is the contract (every
-  record and every dead letter stays as it was), so the line goes through json as well whenever
-  orjson refuses it (invalid UTF-8 or JSON, but also NaN, numbers beyond a double, lone surrogate
-  escapes, all of which json reads) or finds anything but a string in one of `string_fields`, the
-  fields the caller reads as strings (orjson reads an integer beyond 64 bits as a float, json as
-  an int: a dead letter's detail names the type). Where orjson gives an object with strings in
-  those fields, json gives the same strings (tests/test_sources.py compares them).
-  """
-  try:
-    obj = orjson.loads(raw)
-  except orjson.JSONDecodeError:
-    obj = None
-  if type(obj) is dict and all(  # pylint: disable=unidiomatic-typecheck
-      type(obj.get(field, "")) is str for field in string_fields):  # pylint: disable=unidiomatic-typecheck
-    return obj
-  return parse_json_object_with_json(raw)
-
-
-def parse_json_object_with_json(raw: bytes) -> dict:
-  """The JSON object of a line's bytes, read by json; Rejected if it is not one."""
+def parse_json_object(raw: bytes) -> dict:
   text = decode_utf8(raw)
   try:
     obj = json.loads(text)

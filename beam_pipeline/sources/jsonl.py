@@ -15,10 +15,9 @@ class _JsonlLineParser:
     self._text_field = text_field
     self._url_field = url_field
     self._timestamp_field = timestamp_field
-    self._fields = (text_field, url_field, timestamp_field)
 
   def __call__(self, path: str, line: int, raw: bytes) -> dict:
-    obj = parse_json_object(raw, self._fields)
+    obj = parse_json_object(raw)
     text = checked_string(obj, self._text_field, required=True)
     url = checked_string(obj, self._url_field, required=False)
     timestamp = checked_string(obj, self._timestamp_field, required=False)
