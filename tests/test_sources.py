@@ -483,3 +483,44 @@ def test_read_documents_dispatches_by_flag(tmp_path):
   with pytest.raises(ValueError, match="takes no pattern"):
     sources.read_documents(BeamTestPipeline(), "default", str(path))
   assert set(sources.SOURCES) == {"default", "c4_json", "tfds", "jsonl", "text"}
+
+
+@pytest.mark.parametrize("reader", ["c4", "jsonl"])
+def test_deeply_nested_lines_are_one_dead_letter_not_a_failed_job(tmp_path, reader):
+  # json parses nesting recursively: a line nested ~1,000 deep raised RecursionError, which
+  # failed the job, at a depth that depended on the runner's own stack. Past a fixed bound it is
+  # a dead letter; brackets inside strings are text, however many.
+  from beam_pipeline.sources import common
+  limit = common.MAX_JSON_NESTING
+  fields = {"text": "t", "url": "u", "timestamp": "t"}
+
+  def line(depth, text="t"):
+    body = json.dumps({**fields, "text": text})[:-1]
+    return (body + ', "n": ' + "[" * depth + "]" * depth + "}").encode()
+
+  # The object itself is one level: `n` nested limit - 1 deep is the bound, limit deep beyond it.
+  lines = [line(limit - 1), line(limit), line(100_000), line(3, text="[{" * 5000)]
+  path = tmp_path / "c4-train.00000-of-00001.json"
+  path.write_bytes(b"\n".join(lines))
+  read = (sources.ReadC4Json(str(path), with_dead_letters=True) if reader == "c4" else
+          sources.ReadJsonl(str(path), with_dead_letters=True))
+  with BeamTestPipeline() as p:
+    records, dead = p | read
+    assert_that(records | beam.Map(lambda r: r["text"][:2]), equal_to(["t", "[{"]),
+                label="Records")
+    assert_that(dead | beam.Map(lambda d: (d["line"], d["reason"], "nested" in d["detail"])),
+                equal_to([(2, "invalid_json", True), (3, "invalid_json", True)]),
+                label="DeadLetters")
+
+
+def test_a_key_that_collides_with_url_in_a_key_cache_is_not_the_url():
+  # orjson (tried for speed, reverted) caches keys by their xxh3 hash alone: this 64-byte key
+  # hashes as "url" and came back as "url" once "url" had been read. json compares keys.
+  from beam_pipeline.sources import c4_json
+  from beam_pipeline.sources import common
+  colliding = "tTELAYOxpu7lxfvFY4gfGhV77TP32Kk8pjliZ6qQPvwrnjUbspjLdr7cj99FoBEN"
+  c4_json._parse_c4_line("p", 1, json.dumps(_c4(1)).encode())  # pylint: disable=protected-access
+  line = json.dumps({"text": "t", colliding: "http://elsewhere", "timestamp": "t"}).encode()
+  with pytest.raises(common.Rejected) as rejected:
+    c4_json._parse_c4_line("p", 2, line)  # pylint: disable=protected-access
+  assert rejected.value.reason == "missing_url"

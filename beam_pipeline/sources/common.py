@@ -138,8 +138,43 @@ def checked_string(obj: dict, field: str, required: bool) -> str | None:
   return value
 
 
+# Arrays and objects nested deeper than this are refused: json parses them recursively, and
+# beyond about 1,000 levels less the caller's own stack depth (which differs between runners) it
+# raised RecursionError, which failed the whole job; a fixed bound makes it one dead letter,
+# the same on every runner.
+MAX_JSON_NESTING = 500
+
+
+def nesting_exceeds(raw: bytes, limit: int) -> bool:
+  """Whether the JSON text `raw` nests arrays and objects more than `limit` deep (brackets inside
+  strings do not count)."""
+  depth, in_string, escaped = 0, False, False
+  for byte in raw:
+    if in_string:
+      if escaped:
+        escaped = False
+      elif byte == 0x5C:  # backslash
+        escaped = True
+      elif byte == 0x22:  # quote
+        in_string = False
+    elif byte == 0x22:
+      in_string = True
+    elif byte == 0x5B or byte == 0x7B:  # [ {
+      depth += 1
+      if depth > limit:
+        return True
+    elif byte == 0x5D or byte == 0x7D:  # ] }
+      depth -= 1
+  return False
+
+
 def parse_json_object(raw: bytes) -> dict:
   text = decode_utf8(raw)
+  # Only a line with more brackets than the bound can nest deeper (two scans in C per line).
+  if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_NESTING
+      and nesting_exceeds(raw, MAX_JSON_NESTING)):
+    raise Rejected(REASON_INVALID_JSON, f"arrays and objects nested more than "
+                   f"{MAX_JSON_NESTING} deep")
   try:
     obj = json.loads(text)
   except json.JSONDecodeError as e:
