@@ -105,11 +105,6 @@ def payload_parts(sort_key, value) -> tuple:
   return (b"P" + pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL),)
 
 
-def encode_payload(sort_key, value) -> bytes:
-  """One spilled (sort_key, value) as a frame's payload (bytes; see the module docstring)."""
-  return b"".join(payload_parts(sort_key, value))
-
-
 def decode_payload(payload) -> tuple:
   """The (sort_key, value) of a frame's payload (bytes or a memoryview of them)."""
   return _decode_at(payload, 0, len(payload))

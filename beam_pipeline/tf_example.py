@@ -153,8 +153,9 @@ class ExampleEncoder:
           value = bytes(value)
           payload += (_TAGS[1], _length(len(value)), value)
         kind = _TAGS[1]  # Feature.bytes_list
-      feature = kind + _length(sum(map(len, payload)))  # the Feature's header
-      feature_bytes = len(feature) + sum(map(len, payload))
+      list_bytes = sum(map(len, payload))
+      feature = kind + _length(list_bytes)  # the Feature's header
+      feature_bytes = len(feature) + list_bytes
       value_header = _TAGS[2] + _length(feature_bytes)  # the map entry's value
       entry_bytes = len(self._key_fields[i]) + len(value_header) + feature_bytes
       entry_header = _TAGS[1] + _length(entry_bytes)  # Features.feature, one map entry

@@ -14,7 +14,7 @@ import posixpath
 import struct
 
 import apache_beam as beam
-import google_crc32c
+from apache_beam.io import tfrecordio
 
 from beam_pipeline import grouping as grouping_lib
 from beam_pipeline import output_dir as output_dir_lib
@@ -32,12 +32,8 @@ _TFRECORD_LENGTH = struct.Struct("<Q")
 _TFRECORD_CRC = struct.Struct("<I")
 # Records' bytes gathered before one write and one sha256 update.
 _WRITE_BATCH_BYTES = 1 << 20
-
-
-def _masked_crc32c(data) -> int:
-  """TFRecord's masked CRC-32C of `data` (as TensorFlow and Beam's TFRecord writer compute it)."""
-  crc = google_crc32c.value(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+# TFRecord's masked CRC-32C, as Beam's own TFRecord writer computes it (google-crc32c, a pin).
+_masked_crc32c = tfrecordio._TFRecordUtil._masked_crc32c  # pylint: disable=protected-access
 
 
 class _TFRecordWriter:
