@@ -524,3 +524,53 @@ def test_a_key_that_collides_with_url_in_a_key_cache_is_not_the_url():
   with pytest.raises(common.Rejected) as rejected:
     c4_json._parse_c4_line("p", 2, line)  # pylint: disable=protected-access
   assert rejected.value.reason == "missing_url"
+
+
+def _read_units(fn, method, chunks, fail: bool):
+  """What `fn`'s line reader `method` emits for `chunks` (then a corrupt stream if `fail`), as
+  (tag, value) pairs, and its counts."""
+  def stream():
+    yield from chunks
+    if fail:
+      raise streams.CorruptStreamError("damaged here")
+  out = [(getattr(o, "tag", "record"), getattr(o, "value", o))
+         for o in getattr(fn, method)("f.json", stream())]
+  return out, dict(fn._tally.counts)  # pylint: disable=protected-access
+
+
+_C4_LINES = st.one_of(
+    st.builds(lambda i, t: json.dumps(_c4(i, t), ensure_ascii=i % 2 == 0).encode(),
+              st.integers(0, 99), st.text(max_size=30)),
+    st.sampled_from([b"", b"\r", b"{}", b'{"text": 1, "url": "u", "timestamp": "t"}',
+                     b'{"text": "t", "url": "u"}', b'{"text": "\\ud800", "url": "u", '
+                     b'"timestamp": "t"}', b'{"text": "\xff", "url": "u", "timestamp": "t"}',
+                     b"not json", b'{"text": "a", "text": "b", "url": "u", "timestamp": "t"}']))
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(lines=st.lists(_C4_LINES, max_size=12),
+                  cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+                  crlf=st.booleans(), final_newline=st.booleans(), fail=st.booleans(),
+                  reader=st.sampled_from(["c4", "jsonl"]))
+def test_the_scanned_reader_emits_and_counts_what_the_line_parser_does(
+    lines, cuts, crlf, final_newline, fail, reader):
+  from beam_pipeline.sources import files
+  data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final_newline and lines else b"")
+  bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+  read = (sources.ReadC4Json("x", validate=False) if reader == "c4" else
+          sources.ReadJsonl("x", validate=False))
+  scanned = read._make_fn()  # pylint: disable=protected-access
+  assert scanned._scanned is not None  # pylint: disable=protected-access
+  plain = files.ReadFileFn(scanned._parse, per_line=True)  # pylint: disable=protected-access
+  assert (_read_units(scanned, "_process_scanned_lines", chunks, fail)
+          == _read_units(plain, "_process_lines", chunks, fail))
+
+
+def test_a_jsonl_reader_whose_fields_the_scanner_cannot_look_up_parses_every_line():
+  # The scanner compares raw key bytes: a text field named like the url field, or one with a
+  # quote or non-ASCII, would read wrong, so such a reader keeps to json.
+  # pylint: disable=protected-access
+  for text_field in ("url", 'a"b', "t\u00e9xt", "a\\b"):
+    assert sources.ReadJsonl("x", text_field, validate=False)._make_fn()._scanned is None
+  assert sources.ReadJsonl("x", "body", validate=False)._make_fn()._scanned is not None

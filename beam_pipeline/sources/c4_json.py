@@ -6,6 +6,7 @@ from beam_pipeline.sources.common import checked_string
 from beam_pipeline.sources.common import parse_json_object
 from beam_pipeline.sources.files import ReadFileFn
 from beam_pipeline.sources.files import ReadFiles
+from beam_pipeline.sources.files import ScannedFields
 
 
 def _parse_c4_line(path: str, line: int, raw: bytes) -> dict:
@@ -14,6 +15,17 @@ def _parse_c4_line(path: str, line: int, raw: bytes) -> dict:
   obj = parse_json_object(raw)
   return {field: checked_string(obj, field, required=True)
           for field in C4_FIELDS}
+
+
+def _c4_record_from_fields(path: str, line: int, values: list) -> dict | None:
+  """The record of a line the compiled scanner read (values: C4_FIELDS' strings, None where
+  absent); None if a field is missing, so that _parse_c4_line says which."""
+  del path, line
+  text, url, timestamp = values
+  if text is None or url is None or timestamp is None:
+    return None
+  return {"text": text, "url": url, "timestamp": timestamp}
+
 
 
 class ReadC4Json(ReadFiles):
@@ -32,4 +44,5 @@ class ReadC4Json(ReadFiles):
   """
 
   def _make_fn(self):
-    return ReadFileFn(_parse_c4_line, per_line=True)
+    return ReadFileFn(_parse_c4_line, per_line=True,
+                      scanned=ScannedFields(C4_FIELDS, _c4_record_from_fields))

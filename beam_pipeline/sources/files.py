@@ -4,6 +4,7 @@ format's parser (`parse(path, line, raw) -> record` or raise Rejected), dead-let
 Each format (c4_json, jsonl, text) only supplies its parser, as datatrove's readers do."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable
 
@@ -28,17 +29,38 @@ from beam_pipeline.sources.streams import LineSplitter
 from beam_pipeline.sources.streams import open_raw
 
 
+@dataclasses.dataclass(frozen=True)
+class ScannedFields:
+  """A JSON-lines format's fast path (json_lines.LineScanner): the string fields a record is
+  made of, and `record(path, line, values)` building it from their values (str, or None where
+  the object lacks the key), or returning None to leave the line to the parser (e.g. a required
+  field is missing, so that the parser's dead letter says which)."""
+  names: tuple[str, ...]
+  record: Callable[[str, int, list], dict | None]
+
+  def usable(self) -> bool:
+    """Whether the scanner can look these keys up: distinct, printable ASCII, no quote or
+    backslash (it compares a key's raw bytes, and leaves escaped keys to json)."""
+    return (len(set(self.names)) == len(self.names)
+            and all(n.isascii() and n.isprintable() and '"' not in n and "\\" not in n
+                    for n in self.names))
+
+
 class ReadFileFn(beam.DoFn):
   """Reads ReadableFiles into records (main output) and dead letters.
 
   In line mode each line is a unit; otherwise the whole file is one unit,
   numbered line 1. `parse(path, line, raw)` returns a record or raises
-  Rejected.
+  Rejected. With `scanned`, lines are read a block at a time by the compiled scanner
+  (json_lines), which hands every line outside its subset of JSON, and every line `scanned`
+  declines, to `parse`: records, dead letters and counters are the same either way.
   """
 
-  def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool):
+  def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool,
+               scanned: ScannedFields | None = None):
     self._parse = parse
     self._per_line = per_line
+    self._scanned = scanned if scanned is not None and scanned.usable() else None
     self._malformed_name = "malformed_lines" if per_line else "malformed_files"
     # Counted per file, added to the counters when the file is done (CounterTally).
     self._tally = CounterTally(SOURCES_NAMESPACE, (
@@ -76,7 +98,9 @@ class ReadFileFn(beam.DoFn):
     try:
       with open_raw(readable_file) as raw_stream:
         chunks = iter_decompressed(raw_stream, compression)
-        if self._per_line:
+        if self._per_line and self._scanned is not None:
+          yield from self._process_scanned_lines(path, chunks)
+        elif self._per_line:
           yield from self._process_lines(path, chunks)
         else:
           yield from self._process_whole(path, chunks)
@@ -93,6 +117,44 @@ class ReadFileFn(beam.DoFn):
           counts["empty_lines"] += 1
           continue
         yield self._unit(path, line, raw)
+    except CorruptStreamError as e:
+      counts["corrupt_files"] += 1
+      tail = splitter.pending_bytes()
+      counts["bytes_read"] += len(tail)
+      yield self._dead_letter(
+          path, splitter.line_no + 1, REASON_CORRUPT,
+          f"{e}; lines from here to the end of the file are lost", tail)
+
+  def _process_scanned_lines(self, path, chunks):
+    """_process_lines, a block of lines at a time through the compiled scanner."""
+    from beam_pipeline.sources import json_lines  # numba: imported by the readers that use it
+    splitter = LineSplitter()
+    counts = self._tally.counts
+    scanner = json_lines.LineScanner(tuple(n.encode("ascii") for n in self._scanned.names))
+    make_record = self._scanned.record
+    try:
+      for block in splitter.iter_blocks(chunks):
+        lines, fields, out = scanner.scan(block)
+        text = memoryview(out)
+        line = splitter.line_no
+        splitter.line_no += len(lines)  # before any yield: an error report names the next line
+        counts["lines_read"] += len(lines)
+        for (start, end, status), spans in zip(lines.tolist(), fields.tolist()):
+          line += 1
+          if status == json_lines.LINE_EMPTY:
+            counts["empty_lines"] += 1
+            continue
+          if status == json_lines.LINE_FIELDS:
+            record = make_record(path, line, [str(text[a:b], "utf-8") if a >= 0 else None
+                                              for a, b in spans])
+            if record is not None:
+              size = end - start
+              counts["bytes_read"] += size
+              counts["documents_read"] += 1
+              counts["bytes_emitted"] += size
+              yield record
+              continue
+          yield self._unit(path, line, bytes(block[start:end]))
     except CorruptStreamError as e:
       counts["corrupt_files"] += 1
       tail = splitter.pending_bytes()

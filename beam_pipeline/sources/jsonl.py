@@ -6,6 +6,7 @@ from beam_pipeline.sources.common import parse_json_object
 from beam_pipeline.sources.common import synthetic_url
 from beam_pipeline.sources.files import ReadFileFn
 from beam_pipeline.sources.files import ReadFiles
+from beam_pipeline.sources.files import ScannedFields
 
 
 class _JsonlLineParser:
@@ -21,6 +22,20 @@ class _JsonlLineParser:
     text = checked_string(obj, self._text_field, required=True)
     url = checked_string(obj, self._url_field, required=False)
     timestamp = checked_string(obj, self._timestamp_field, required=False)
+    return self._record(path, line, text, url, timestamp)
+
+  @property
+  def fields(self) -> tuple[str, str, str]:
+    return self._text_field, self._url_field, self._timestamp_field
+
+  def from_fields(self, path: str, line: int, values: list) -> dict | None:
+    """The record of a line the compiled scanner read (values: `fields`' strings, None where
+    absent); None without a text, so that __call__ says why."""
+    text, url, timestamp = values
+    return None if text is None else self._record(path, line, text, url, timestamp)
+
+  @staticmethod
+  def _record(path, line, text, url, timestamp) -> dict:
     return {"text": text,
             "url": url if url is not None else synthetic_url(path, line),
             "timestamp": timestamp if timestamp is not None else ""}
@@ -43,4 +58,5 @@ class ReadJsonl(ReadFiles):
     self._parser = _JsonlLineParser(text_field, url_field, timestamp_field)
 
   def _make_fn(self):
-    return ReadFileFn(self._parser, per_line=True)
+    return ReadFileFn(self._parser, per_line=True,
+                      scanned=ScannedFields(self._parser.fields, self._parser.from_fields))

@@ -167,6 +167,29 @@ class LineSplitter:
       self._pending = []
       yield self._finish(last)
 
+  def iter_blocks(self, chunks: Iterable[bytes]) -> Iterator[bytes | memoryview]:
+    """Yields the chunks' bytes as blocks of whole lines: each block ends with b"\\n" but for
+    the last line of the stream, which may have none; no line is split between two blocks.
+    The caller numbers the lines: it adds each block's lines to `line_no`, so that
+    `pending_bytes` and `line_no` describe the first line not yet read in full when the chunks
+    fail."""
+    for chunk in chunks:
+      cut = chunk.rfind(b"\n") + 1
+      if not cut:
+        self._pending.append(chunk)
+        continue
+      if self._pending:
+        self._pending.append(memoryview(chunk)[:cut])
+        block = b"".join(self._pending)
+      else:
+        block = memoryview(chunk)[:cut] if cut < len(chunk) else chunk
+      self._pending = [chunk[cut:]] if cut < len(chunk) else []
+      yield block
+    if self._pending:
+      last = b"".join(self._pending)
+      self._pending = []
+      yield last
+
 
 def open_raw(readable_file: fileio.ReadableFile):
   # UNCOMPRESSED: we want the raw bytes and decompress them ourselves.
