@@ -1,8 +1,8 @@
 """Documents -> train/validation split -> runs of 128 documents -> 10,240-byte examples.
 
 Run membership must not depend on bundling, worker count or runner, so it is a pure function of
-the documents: each document gets a sort key sha256(url) (ties, i.e. duplicate URLs, broken by
-sha256 of the text) and a bucket = key mod `run_buckets`. A grouping per (split, bucket)
+the documents: they are ordered by sha256(url), ties (duplicate URLs) by sha256 of the text, then
+by the text, and each goes to bucket = sha256(url) mod `run_buckets`. A grouping per (split, bucket)
 (grouping.GroupSorted: Beam's shuffle or spill files) sorts its documents by key and cuts them
 into runs of `docs_per_run`; each run is concatenated (EOS after every document) and cut into
 examples. Example ids are `<split>-<bucket>-<run>-<example>` with
@@ -59,9 +59,27 @@ class _KeyBySplitAndBucket(beam.DoFn):
     counts["documents_split"] += 1
     url_digest = _digest(doc["url"].encode("utf-8"))
     split = self._fixed_split or corpus.split_of_url_digest(url_digest, self._validation_percent)
-    sort_key = url_digest + _digest(text)
-    bucket = int.from_bytes(sort_key[:8], "big") % self._run_buckets
-    yield (split, bucket), (sort_key, text)
+    bucket = int.from_bytes(url_digest[:8], "big") % self._run_buckets
+    # Sorted by (URL digest, text); _in_run_order puts documents of one URL in the order of
+    # their texts' digests, so a text is hashed only where its URL repeats.
+    yield (split, bucket), (url_digest, text)
+
+
+def _in_run_order(docs):
+  """Texts of (URL digest, text) pairs sorted by (URL digest, text), in run order: ties of a URL
+  digest (duplicate URLs) by the sha256 of their text, then by their text."""
+  group_digest, group = None, []
+  for url_digest, text in docs:
+    if url_digest != group_digest:
+      if len(group) > 1:
+        group.sort(key=lambda t: (_digest(t), t))
+      yield from group
+      group_digest, group = url_digest, [text]
+    else:
+      group.append(text)
+  if len(group) > 1:
+    group.sort(key=lambda t: (_digest(t), t))
+  yield from group
 
 
 class _CutRunsFn(beam.DoFn):
@@ -78,12 +96,12 @@ class _CutRunsFn(beam.DoFn):
         "eos_symbols"))
 
   def process(self, keyed):
-    (split, bucket), docs = keyed  # sorted by key (GroupSorted), maybe a stream
-    docs = iter(docs)
+    (split, bucket), docs = keyed  # sorted by (URL digest, text) (GroupSorted), maybe a stream
+    docs = _in_run_order(docs)
     counts = self._tally.counts
     try:
       for run_index in itertools.count():
-        members = [text for _, text in itertools.islice(docs, self._docs_per_run)]
+        members = list(itertools.islice(docs, self._docs_per_run))
         if not members:
           return
         counts["runs"] += 1
