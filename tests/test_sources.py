@@ -99,6 +99,22 @@ def test_line_splitter_matches_split_for_any_chunking(data, cuts):
   assert got == list(enumerate(expected, start=1))
 
 
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    data=st.binary(max_size=200).map(lambda b: b.replace(b"x", b"\n")),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+    block_bytes=st.integers(min_value=1, max_value=40))
+def test_line_blocks_hold_whole_lines_and_are_bounded(data, cuts, block_bytes):
+  bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+  blocks = [bytes(b) for b in streams.LineSplitter().iter_blocks(chunks, block_bytes)]
+  assert b"".join(blocks) == data
+  for i, block in enumerate(blocks):
+    assert block
+    assert block.endswith(b"\n") or i == len(blocks) - 1
+    assert len(block) <= block_bytes or block.count(b"\n") <= 1  # one long line alone
+
+
 _COMPRESSORS = {
     CompressionTypes.GZIP: gzip.compress,
     CompressionTypes.BZIP2: bz2.compress,
@@ -557,7 +573,7 @@ def test_the_scanned_reader_emits_and_counts_what_the_line_parser_does(
   from beam_pipeline.sources import files
   data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final_newline and lines else b"")
   bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
-  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])] + [b""]  # an empty chunk is no line
   read = (sources.ReadC4Json("x", validate=False) if reader == "c4" else
           sources.ReadJsonl("x", validate=False))
   scanned = read._make_fn()  # pylint: disable=protected-access

@@ -127,6 +127,11 @@ def iter_decompressed(raw, compression_type: str) -> Iterator[bytes]:
       yield out
 
 
+# The most bytes of whole lines LineSplitter.iter_blocks hands on at once (unless one line is
+# longer): what a scanner allocates per block grows with its lines (72 bytes each).
+BLOCK_BYTES = 256 << 10
+
+
 class LineSplitter:
   """Splits byte chunks into lines; remembers where it is for error reports.
 
@@ -151,6 +156,8 @@ class LineSplitter:
   def iter_lines(self, chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Yields (1-based line number, line bytes without terminator)."""
     for chunk in chunks:
+      if not chunk:
+        continue  # no bytes, no line (a pending b"" would read as one)
       if b"\n" not in chunk:
         # Keep partial lines as a list, so a long line costs O(n), not O(n^2).
         self._pending.append(chunk)
@@ -167,24 +174,36 @@ class LineSplitter:
       self._pending = []
       yield self._finish(last)
 
-  def iter_blocks(self, chunks: Iterable[bytes]) -> Iterator[bytes | memoryview]:
+  def iter_blocks(self, chunks: Iterable[bytes],
+                  block_bytes: int = BLOCK_BYTES) -> Iterator[bytes | memoryview]:
     """Yields the chunks' bytes as blocks of whole lines: each block ends with b"\\n" but for
-    the last line of the stream, which may have none; no line is split between two blocks.
-    The caller numbers the lines: it adds each block's lines to `line_no`, so that
-    `pending_bytes` and `line_no` describe the first line not yet read in full when the chunks
-    fail."""
+    the last line of the stream, which may have none; no line is split between two blocks, and
+    a block holds more than `block_bytes` only when one line does (a chunk can inflate to
+    hundreds of MB). The caller numbers the lines: it adds each block's lines to `line_no`, so
+    that `pending_bytes` and `line_no` describe the first line not yet read in full when the
+    chunks fail."""
     for chunk in chunks:
+      if not chunk:
+        continue
       cut = chunk.rfind(b"\n") + 1
       if not cut:
         self._pending.append(chunk)
         continue
-      if self._pending:
-        self._pending.append(memoryview(chunk)[:cut])
-        block = b"".join(self._pending)
-      else:
-        block = memoryview(chunk)[:cut] if cut < len(chunk) else chunk
+      start = 0
+      if self._pending:  # the line begun in earlier chunks, alone: it may be long
+        start = chunk.find(b"\n") + 1
+        self._pending.append(memoryview(chunk)[:start])
+        yield b"".join(self._pending)
+      view = memoryview(chunk)
+      while start < cut:
+        end = cut
+        if end - start > block_bytes:
+          end = chunk.rfind(b"\n", start, start + block_bytes) + 1
+          if end <= start:  # one line longer than a block
+            end = chunk.find(b"\n", start) + 1
+        yield view[start:end] if end - start < len(chunk) else chunk
+        start = end
       self._pending = [chunk[cut:]] if cut < len(chunk) else []
-      yield block
     if self._pending:
       last = b"".join(self._pending)
       self._pending = []
