@@ -133,35 +133,39 @@ class ReadFileFn(beam.DoFn):
     counts = self._tally.counts
     scanner = json_lines.LineScanner(tuple(n.encode("ascii") for n in self._scanned.names))
     make_record = self._scanned.record
-    width = 2 * len(self._scanned.names)
+    names = len(self._scanned.names)
     try:
       for block in splitter.iter_blocks(chunks):
         lines, fields, out = scanner.scan(block)
         first_line = splitter.line_no + 1
         splitter.line_no += len(lines)  # before any yield: an error report names the next line
         counts["lines_read"] += len(lines)
-        # Empty lines counted at once, and flat lists of ints for the others: a list per line
-        # (tolist of the arrays) cost more than the parse, most of it in the garbage collector.
+        # Empty lines counted at once, a block's strings decoded in one comprehension, and flat
+        # lists of ints: a list per line (tolist of the arrays) cost more than the parse, most
+        # of it in the garbage collector.
         rows = np.flatnonzero(lines[:, 2] != json_lines.LINE_EMPTY)
         counts["empty_lines"] += len(lines) - len(rows)
+        kept = lines[rows]
+        spans = fields[rows].reshape(-1, 2)
         text = memoryview(out)
-        spans = lines[rows].ravel().tolist()
-        values = fields[rows].ravel().tolist()
-        for k, row in enumerate(rows.tolist()):
-          start, end, status = spans[3 * k:3 * k + 3]
-          line = first_line + row
-          if status == json_lines.LINE_FIELDS:
-            record = make_record(path, line, [
-                str(text[values[i]:values[i + 1]], "utf-8") if values[i] >= 0 else None
-                for i in range(width * k, width * k + width, 2)])
-            if record is not None:
-              size = end - start
-              counts["bytes_read"] += size
-              counts["documents_read"] += 1
-              counts["bytes_emitted"] += size
-              yield record
-              continue
-          yield self._unit(path, line, bytes(block[start:end]))
+        strings = [str(text[a:b], "utf-8") if a >= 0 else None
+                   for a, b in zip(spans[:, 0].tolist(), spans[:, 1].tolist())]
+        documents = document_bytes = 0
+        try:
+          for k, (row, start, end, status) in enumerate(zip(
+              rows.tolist(), kept[:, 0].tolist(), kept[:, 1].tolist(), kept[:, 2].tolist())):
+            if status == json_lines.LINE_FIELDS:
+              record = make_record(path, first_line + row, strings[names * k:names * (k + 1)])
+              if record is not None:
+                documents += 1
+                document_bytes += end - start
+                yield record
+                continue
+            yield self._unit(path, first_line + row, bytes(block[start:end]))
+        finally:  # counted per block (and when a consumer stops or fails midway)
+          counts["documents_read"] += documents
+          counts["bytes_read"] += document_bytes
+          counts["bytes_emitted"] += document_bytes
     except CorruptStreamError as e:
       counts["corrupt_files"] += 1
       tail = splitter.pending_bytes()
