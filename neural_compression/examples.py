@@ -20,16 +20,13 @@ EXAMPLE_SYMBOLS = 10_240
 def run_symbols(documents: Iterable[bytes | str]) -> np.ndarray:
   """Concatenates documents, each followed by EOS, into one symbol sequence (sum of the
   documents' UTF-8 bytes + one EOS each, in symbols)."""
+  from neural_compression import run_widening  # numba, only where runs are made
   texts = [d.encode("utf-8") if isinstance(d, str) else d for d in documents]
-  # Each document widened straight into its place in the run: an array per document and their
-  # concatenation cost twice as much here (a copy more, into fresh pages).
-  out = np.empty(sum(len(t) for t in texts) + len(texts), dtype=sym.SYMBOL_DTYPE)
-  position = 0
-  for text in texts:
-    end = position + len(text)
-    out[position:end] = np.frombuffer(text, dtype=np.uint8)
-    out[end] = sym.EOS
-    position = end + 1
+  # Joined once in C, then widened in one compiled call: numpy per document cost ~1 us each.
+  joined = b"".join(texts)
+  lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+  out = np.empty(len(joined) + len(texts), dtype=sym.SYMBOL_DTYPE)
+  run_widening.widen_documents(np.frombuffer(joined, dtype=np.uint8), lengths, out, sym.EOS)
   return out
 
 
