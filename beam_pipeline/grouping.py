@@ -32,6 +32,8 @@ import dataclasses
 import errno
 import heapq
 import io
+import itertools
+import operator
 import os
 import pickle
 import posixpath
@@ -170,7 +172,7 @@ class _SpillFn(beam.DoFn):
     segments, offset = [], 0
     with _open(path, "wb") as f:
       for key, items in self._buffer.values():
-        items.sort()
+        _sort_items(items)
         segment = _write_segment(f, path, offset, (payload_parts(*item) for item in items))
         segments.append((key, segment))
         offset += segment.length
@@ -178,6 +180,26 @@ class _SpillFn(beam.DoFn):
     self._spilled_bytes.inc(offset)
     self._buffer, self._held = {}, 0
     yield from segments
+
+
+def _sort_items(items: list) -> None:
+  """Sorts (sort_key, value) items in place into the order sorted() gives them: by sort key, and
+  equal sort keys by value."""
+  # By the sort key alone (a tuple comparison makes two), then each run of equal sort keys by the
+  # whole item: 0.68 -> 0.30 us per item for 30,000 documents of 2.2 KB here.
+  items.sort(key=_SORT_KEY)
+  keys = [sort_key for sort_key, _ in items]
+  if not any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+    return
+  start = 0
+  for end in range(1, len(items) + 1):
+    if end == len(items) or keys[end] != keys[start]:
+      if end - start > 1:
+        items[start:end] = sorted(items[start:end])
+      start = end
+
+
+_SORT_KEY = operator.itemgetter(0)
 
 
 def _held_bytes(x) -> int:

@@ -253,3 +253,19 @@ def test_a_merge_pass_writes_big_values_as_it_goes(tmp_path, monkeypatch):
   merged = grouping.MergedSegments(segments, buffer_bytes=2 * (64 << 10))  # fan-in 2: passes
   assert [v for _, v in merged] == [v for _, (_, v) in items]
   assert held and max(held) <= (1 << 20) + (300 << 10) + 100
+
+
+def test_items_sort_as_sorted_sorts_them_ties_included():
+  from hypothesis import given, settings, strategies as st
+
+  @settings(max_examples=300, deadline=None)
+  @given(st.lists(st.tuples(st.one_of(st.binary(max_size=2), st.sampled_from([1, 1.0, True, 0])),
+                            st.binary(max_size=3)), max_size=40))
+  def check(items):
+    items = [item for item in items if type(item[0]) is bytes] or [
+        item for item in items if type(item[0]) is not bytes]  # keys that compare
+    got = list(items)
+    grouping._sort_items(got)  # pylint: disable=protected-access
+    assert got == sorted(items) and [type(k) for k, _ in got] == [type(k) for k, _ in sorted(items)]
+
+  check()
