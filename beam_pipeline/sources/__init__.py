@@ -60,6 +60,11 @@ check can prove every byte read was either used or dead-lettered. For a JSON
 line the bytes are the whole line's, not just its text's. ReadDefaultCorpus and
 ReadTfdsC4 count the UTF-8 bytes of each record's `text`.
 
+JSON lines whose object holds only strings (C4's all do) are read a block at a
+time by a compiled scanner (json_lines); json stays the parser of record: any
+line outside the scanner's subset goes to it, and both give the same records,
+dead letters and counters (tests/test_json_lines.py, tests/test_sources.py).
+
 UTF-8 decisions. JSON must be UTF-8 (RFC 8259), so a JSON line that is not
 valid UTF-8 is dead-lettered ("invalid_utf8"), and so is a string field that
 holds a lone surrogate escape such as "\\ud800" ("<field>_not_utf8_encodable"),
