@@ -119,12 +119,17 @@ class ReadFileFn(beam.DoFn):
           continue
         yield self._unit(path, line, raw)
     except CorruptStreamError as e:
-      counts["corrupt_files"] += 1
-      tail = splitter.pending_bytes()
-      counts["bytes_read"] += len(tail)
-      yield self._dead_letter(
-          path, splitter.line_no + 1, REASON_CORRUPT,
-          f"{e}; lines from here to the end of the file are lost", tail)
+      yield self._lost_tail(path, splitter, e)
+
+  def _lost_tail(self, path, splitter: LineSplitter, error: CorruptStreamError):
+    """The dead letter of a stream that failed: the line it was in, from there to the end."""
+    counts = self._tally.counts
+    counts["corrupt_files"] += 1
+    tail = splitter.pending_bytes()
+    counts["bytes_read"] += len(tail)
+    return self._dead_letter(
+        path, splitter.line_no + 1, REASON_CORRUPT,
+        f"{error}; lines from here to the end of the file are lost", tail)
 
   def _process_scanned_lines(self, path, chunks):
     """_process_lines, a block of lines at a time through the compiled scanner."""
@@ -167,12 +172,7 @@ class ReadFileFn(beam.DoFn):
           counts["bytes_read"] += document_bytes
           counts["bytes_emitted"] += document_bytes
     except CorruptStreamError as e:
-      counts["corrupt_files"] += 1
-      tail = splitter.pending_bytes()
-      counts["bytes_read"] += len(tail)
-      yield self._dead_letter(
-          path, splitter.line_no + 1, REASON_CORRUPT,
-          f"{e}; lines from here to the end of the file are lost", tail)
+      yield self._lost_tail(path, splitter, e)
 
   def _process_whole(self, path, chunks):
     parts = []
