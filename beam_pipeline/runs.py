@@ -71,15 +71,16 @@ def _in_run_order(docs):
   group_digest, group = None, []
   for url_digest, text in docs:
     if url_digest != group_digest:
-      if len(group) > 1:
-        group.sort(key=lambda t: (_digest(t), t))
-      yield from group
+      yield from _by_text_digest(group)
       group_digest, group = url_digest, [text]
     else:
       group.append(text)
-  if len(group) > 1:
-    group.sort(key=lambda t: (_digest(t), t))
-  yield from group
+  yield from _by_text_digest(group)
+
+
+def _by_text_digest(texts: list) -> list:
+  """One URL's texts in run order: by their sha256, then by themselves."""
+  return sorted(texts, key=lambda t: (_digest(t), t)) if len(texts) > 1 else texts
 
 
 class _CutRunsFn(beam.DoFn):

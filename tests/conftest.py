@@ -10,7 +10,8 @@ import pytest
 # @reproduce_failure blob, and the case belongs in a fixed-example test.
 hypothesis.settings.register_profile("deterministic", derandomize=True, print_blob=True)
 hypothesis.settings.register_profile("explore", derandomize=False, print_blob=True)
-hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "deterministic")
+hypothesis.settings.load_profile(PROFILE)
 
 # Hypothesis (6.13x on) also draws literal constants found in the project's own loaded modules,
 # so a new module (or `pytest tests` collecting more files than `pytest tests/x.py`) changed the
@@ -18,7 +19,7 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "determini
 # test_compiled_coder's reference decoder into a 15-minute example. The pool is emptied, so the
 # draws depend on the test alone, as derandomize promises. (Private API: a Hypothesis upgrade
 # that renames it fails here, loudly.)
-if os.environ.get("HYPOTHESIS_PROFILE", "deterministic") == "deterministic":
+if PROFILE == "deterministic":
   from hypothesis.internal.conjecture import providers as _providers
   _providers._get_local_constants = lambda: _providers._local_constants  # pylint: disable=protected-access
 

@@ -138,7 +138,7 @@ class ReadFileFn(beam.DoFn):
     counts = self._tally.counts
     scanner = json_lines.LineScanner(tuple(n.encode("ascii") for n in self._scanned.names))
     make_record = self._scanned.record
-    names = len(self._scanned.names)
+    per_line = len(self._scanned.names)  # strings per line in `strings`
     try:
       for block in splitter.iter_blocks(chunks):
         lines, fields, out = scanner.scan(block)
@@ -160,7 +160,7 @@ class ReadFileFn(beam.DoFn):
           for k, (row, start, end, status) in enumerate(zip(
               rows.tolist(), kept[:, 0].tolist(), kept[:, 1].tolist(), kept[:, 2].tolist())):
             if status == json_lines.LINE_FIELDS:
-              record = make_record(path, first_line + row, strings[names * k:names * (k + 1)])
+              record = make_record(path, first_line + row, strings[per_line * k:per_line * (k + 1)])
               if record is not None:
                 documents += 1
                 document_bytes += end - start

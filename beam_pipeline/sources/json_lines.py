@@ -232,8 +232,7 @@ def _string(block, words, p, end, out, o, utf8_checked):
       n = _utf8_sequence(block, p, end)
       if n == 0:
         return -1, -1
-      for i in range(n):
-        out[o + i] = block[p + i]
+      _copy(block[p:p + n], out[o:o + n])
       o += n
       p += n
 
@@ -371,7 +370,6 @@ class LineScanner:
   """Scans blocks of JSON lines for the string values of the keys `names` (ASCII bytes)."""
 
   def __init__(self, names: tuple[bytes, ...]):
-    self.names = names
     self._name_bytes = np.frombuffer(b"".join(names), dtype=np.uint8)
     self._name_ends = np.cumsum([len(n) for n in names], dtype=np.int64)
 
