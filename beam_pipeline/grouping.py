@@ -134,22 +134,38 @@ def _decode_at(buffer, start: int, end: int) -> tuple:
 
 
 class _SpillFn(beam.DoFn):
-  """(key, (sort_key, value)) -> (key, Segment), one spill file per `buffer_bytes` of values."""
+  """(key, (sort_key, value)) -> (key, Segment), one spill file per `buffer_bytes` of values.
 
-  def __init__(self, spill_dir: str, buffer_bytes: int):
+  With `keying` (a DoFn whose process takes an element alone and yields (key, (sort_key, value))
+  pairs), its input is what `keying` takes: keying runs inside this step (GroupSorted.keyed_by).
+  """
+
+  def __init__(self, spill_dir: str, buffer_bytes: int, keying: beam.DoFn | None = None):
     self._spill_dir = spill_dir
     self._buffer_bytes = buffer_bytes
+    self._keying = keying
 
   def setup(self):
     counter = lambda name: beam.metrics.Metrics.counter(GROUPING_NAMESPACE, name)
     self._files = counter("spill_files")
     self._spilled_bytes = counter("spill_bytes")
+    if self._keying is not None:
+      self._keying.setup()
 
   def start_bundle(self):
     self._buffer: dict = {}
     self._held = 0
+    if self._keying is not None:
+      self._keying.start_bundle()
 
-  def process(self, keyed):
+  def process(self, element):
+    if self._keying is None:
+      yield from self._add(element)
+      return
+    for keyed in self._keying.process(element) or ():
+      yield from self._add(keyed)
+
+  def _add(self, keyed):
     key, item = keyed
     sort_key, value = item
     # Keyed by the key's pickle, not by ==: 1, 1.0 and True are three keys to a GroupByKey
@@ -162,8 +178,15 @@ class _SpillFn(beam.DoFn):
       yield from self._flush()
 
   def finish_bundle(self):
+    if self._keying is not None and any(True for _ in self._keying.finish_bundle() or ()):
+      raise ValueError("GroupSorted.keyed_by: the keying DoFn's finish_bundle must output "
+                       "nothing (its outputs would bypass the grouping)")
     for keyed_segment in self._flush():
       yield window.GlobalWindows.windowed_value(keyed_segment)
+
+  def teardown(self):
+    if self._keying is not None:
+      self._keying.teardown()
 
   def _flush(self):
     if not self._buffer:
@@ -383,10 +406,11 @@ class GroupSorted(beam.PTransform):
     shuffle: 'beam' or 'files' (see the module docstring; resolve 'auto' first).
     spill_dir: where `files` writes its spill files (a directory the job deletes when done).
     buffer_bytes: values a bundle holds before writing a spill file (bytes).
+    keying: see keyed_by.
   """
 
   def __init__(self, shuffle: str = "beam", spill_dir: str | None = None,
-               buffer_bytes: int = DEFAULT_BUFFER_BYTES):
+               buffer_bytes: int = DEFAULT_BUFFER_BYTES, keying: beam.DoFn | None = None):
     super().__init__()
     if shuffle not in ("beam", "files"):
       raise ValueError(f"GroupSorted shuffles through 'beam' or 'files', got {shuffle!r}")
@@ -397,15 +421,24 @@ class GroupSorted(beam.PTransform):
     self._shuffle = shuffle
     self._spill_dir = spill_dir
     self._buffer_bytes = buffer_bytes
+    self._keying = keying
 
-  def expand(self, keyed):
+  def keyed_by(self, keying: beam.DoFn) -> "GroupSorted":
+    """This grouping, of the (key, (sort_key, value)) pairs that `keying` (a DoFn whose process
+    takes an element alone; its finish_bundle must output nothing) makes of each input element.
+    Same output as ParDo(keying) before the grouping; with 'files' keying runs inside the spill
+    step, one Beam step less per element (about a microsecond each here, per document)."""
+    return GroupSorted(self._shuffle, self._spill_dir, self._buffer_bytes, keying)
+
+  def expand(self, elements):
     if self._shuffle == "beam":
+      keyed = (elements | "Key" >> beam.ParDo(self._keying)) if self._keying else elements
       return (keyed
               | "GroupByKey" >> beam.GroupByKey()
               | "Sort" >> beam.MapTuple(lambda key, values: (key, sorted(values))))
     buffer_bytes = self._buffer_bytes
-    return (keyed  # spill files have unique names: several GroupSorted may share a directory
-            | "Spill" >> beam.ParDo(_SpillFn(self._spill_dir, buffer_bytes))
+    return (elements  # spill files have unique names: several GroupSorted may share a directory
+            | "Spill" >> beam.ParDo(_SpillFn(self._spill_dir, buffer_bytes, self._keying))
             | "GroupSegments" >> beam.GroupByKey()
             | "Merge" >> beam.MapTuple(
                 lambda key, segments: (key, MergedSegments(segments, buffer_bytes))))

@@ -153,6 +153,5 @@ class DocumentsToExamples(beam.PTransform):
 
   def expand(self, docs):
     return (docs
-            | "SplitAndBucket" >> beam.ParDo(self._key)
-            | "GroupBuckets" >> self._grouping
+            | "GroupBuckets" >> self._grouping.keyed_by(self._key)
             | "CutRuns" >> beam.ParDo(self._cut))

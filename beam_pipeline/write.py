@@ -69,6 +69,17 @@ class _TFRecordWriter:
     self._parts, self._held = [], 0
 
 
+class _KeyByShardFn(beam.DoFn):
+  """((slug, split), (sort_key, record)) -> ((slug, split, shard), (sort_key, record))."""
+
+  def __init__(self, num_shards: int):
+    self._num_shards = num_shards
+
+  def process(self, keyed):
+    (slug, split), item = keyed
+    yield (slug, split, shard_of(item[0], self._num_shards)), item
+
+
 class _WriteShardFn(beam.DoFn):
   """Writes one shard from its records sorted by key, as they stream in (atomically)."""
 
@@ -114,9 +125,7 @@ class WriteShardedRecords(beam.PTransform):
   def expand(self, records):
     n = self._num_shards
     return (records
-            | "KeyByShard" >> beam.Map(
-                lambda kv: ((kv[0][0], kv[0][1], shard_of(kv[1][0], n)), kv[1]))
-            | "GroupShards" >> self._grouping
+            | "GroupShards" >> self._grouping.keyed_by(_KeyByShardFn(n))
             | "WriteShards" >> beam.ParDo(_WriteShardFn(self._output_dir, n)))
 
 

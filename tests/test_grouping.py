@@ -51,6 +51,67 @@ def test_spill_files_with_two_worker_processes(tmp_path):
            ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
 
 
+class _KeyEveryOther(beam.DoFn):
+  """A keying DoFn as the job's: some elements make no pair, others two; counts its bundles."""
+
+  def setup(self):
+    self.bundles = self.finished = 0
+
+  def start_bundle(self):
+    self.bundles += 1
+
+  def process(self, element):
+    i, payload = element
+    if i % 3 == 0:
+      return
+    yield ("k", i % 4), (payload[:2], payload)
+    if i % 5 == 0:
+      yield ("twice", 0), (payload[:1], payload + b"!")
+
+  def finish_bundle(self):
+    self.finished += 1
+
+
+@pytest.mark.parametrize("shuffle", ["beam", "files"])
+def test_keyed_by_groups_what_the_keying_dofn_makes(tmp_path, shuffle):
+  rng = random.Random(5)
+  elements = [(i, rng.randbytes(rng.randrange(1, 40))) for i in range(300)]
+  keying = _KeyEveryOther()
+  keyed = [kv for element in elements for kv in (keying.process(element) or ())]
+  assert len(keyed) > 200 and len({k for k, _ in keyed}) == 5
+  with test_pipeline.TestPipeline() as p:
+    groups = (p | beam.Create(elements)
+              | grouping.GroupSorted(shuffle, str(tmp_path / "spill"), 500).keyed_by(keying)
+              | beam.MapTuple(lambda key, values: (key, list(values))))
+    expected = {}
+    for key, item in keyed:
+      expected.setdefault(key, []).append(item)
+    assert_that(groups, equal_to([(k, sorted(v)) for k, v in expected.items()]))
+
+
+def test_a_fused_keying_dofn_lives_and_dies_with_the_spill_step(tmp_path):
+  keying = _KeyEveryOther()
+  fn = grouping._SpillFn(str(tmp_path), 1 << 20, keying)  # pylint: disable=protected-access
+  fn.setup()
+  for _ in range(2):
+    fn.start_bundle()
+    out = [kv for i in range(10) for kv in fn.process((i, b"abc"))]
+    out += [wv.value for wv in fn.finish_bundle()]
+    assert {key for key, _ in out} == {("k", 1), ("k", 2), ("k", 0), ("k", 3), ("twice", 0)}
+  assert (keying.bundles, keying.finished) == (2, 2)
+
+
+def test_a_keying_dofn_that_outputs_at_finish_bundle_is_refused(tmp_path):
+  class Leaky(_KeyEveryOther):
+    def finish_bundle(self):
+      yield "lost"
+  fn = grouping._SpillFn(str(tmp_path), 1 << 20, Leaky())  # pylint: disable=protected-access
+  fn.setup()
+  fn.start_bundle()
+  with pytest.raises(ValueError, match="finish_bundle must output nothing"):
+    list(fn.finish_bundle())
+
+
 def _spill(tmp_path, items, buffer_bytes=1 << 20):
   """Runs the spill DoFn by hand on one bundle; returns its (key, Segment)s."""
   fn = grouping._SpillFn(str(tmp_path), buffer_bytes)  # pylint: disable=protected-access
