@@ -132,37 +132,61 @@ class ExampleEncoder:
     keys = [name.encode("utf-8") for name in names]
     self._order = sorted(range(len(names)), key=lambda i: _upb_map_order((keys[i], b"")))
     self._key_fields = [_field(1, key) for key in keys]
+    self._prefixes = [{} for _ in names]  # by feature: list bytes -> the entry's prefix
+    self._int_entries = [{} for _ in names]  # by int64 feature: one small int -> its entry
 
   def __call__(self, *values) -> bytes:
     """The serialized Example of the features' values (int64 sequences, then bytes sequences)."""
     if len(values) != len(self._key_fields):
       raise ValueError(f"{len(self._key_fields)} features, {len(values)} values given")
-    # Every message's length is worked out from its parts' lengths and the parts are joined
-    # once: nesting each message in the next by concatenation copied a record's tokens five
-    # times over.
-    parts = [b""]  # the Example's own header, known last
-    total = 0
+    # A feature's map entry is a prefix (headers and key) that depends only on the length of its
+    # list's bytes, then those bytes: prefixes are kept by length, and the entries of one small
+    # int by its value (a record's chunk and raw_bytes): 10.1 -> 4.7 us per M2 record here.
+    entries = []
     for i in self._order:
+      value = values[i]
       if i < self._num_int64:
-        packed = _packed_int64(values[i])
-        payload = [_TAGS[1], _length(len(packed)), packed] if packed else []
-        kind = _TAGS[3]  # Feature.int64_list
+        if (type(value) is list and len(value) == 1  # pylint: disable=unidiomatic-typecheck
+            and type(value[0]) is int and 0 <= value[0] < _CACHED_INTS):
+          cached = self._int_entries[i]
+          entry = cached.get(value[0])
+          if entry is None:
+            entry = cached[value[0]] = self._entry(i, _int64_list(_packed_int64(value)))
+          entries.append(entry)
+          continue
+        items = _int64_list(_packed_int64(value))
       else:
-        payload = []
-        for value in values[i]:
-          value = bytes(value)
-          payload += (_TAGS[1], _length(len(value)), value)
-        kind = _TAGS[1]  # Feature.bytes_list
-      list_bytes = sum(map(len, payload))
-      feature = kind + _length(list_bytes)  # the Feature's header
-      feature_bytes = len(feature) + list_bytes
-      value_header = _TAGS[2] + _length(feature_bytes)  # the map entry's value
-      entry_bytes = len(self._key_fields[i]) + len(value_header) + feature_bytes
-      entry_header = _TAGS[1] + _length(entry_bytes)  # Features.feature, one map entry
-      parts += (entry_header, self._key_fields[i], value_header, feature, *payload)
-      total += len(entry_header) + entry_bytes
-    parts[0] = _TAGS[1] + _length(total)  # Example.features
-    return b"".join(parts)
+        items = b"".join([_ITEM_TAG + _length(len(item)) + item for item in map(bytes, value)])
+      entries.append(self._entry(i, items))
+    features = b"".join(entries)
+    return _FEATURES_TAG + _length(len(features)) + features  # Example.features
+
+  def _entry(self, i: int, items: bytes) -> bytes:
+    """Feature i's map entry in Features.feature, its list's fields being `items`."""
+    prefix = self._prefixes[i].get(len(items))
+    if prefix is None:
+      kind = _INT64_LIST_TAG if i < self._num_int64 else _BYTES_LIST_TAG
+      feature_bytes = len(kind) + len(_length(len(items))) + len(items)
+      value_header = _VALUE_TAG + _length(feature_bytes) + kind + _length(len(items))
+      entry_bytes = len(self._key_fields[i]) + len(value_header) + len(items)
+      prefix = self._prefixes[i][len(items)] = (
+          _ENTRY_TAG + _length(entry_bytes) + self._key_fields[i] + value_header)
+    return prefix + items
+
+
+def _int64_list(packed: bytes) -> bytes:
+  """An Int64List's fields: its one packed field, absent when there are no values."""
+  return _PACKED_TAG + _length(len(packed)) + packed if packed else b""
+
+
+# Ints below this are kept as whole map entries by ExampleEncoder (at most this many per feature).
+_CACHED_INTS = 1 << 14
+# The tags of the length-delimited fields written above, by message.
+_FEATURES_TAG = _TAGS[1]  # Example.features
+_ENTRY_TAG = _TAGS[1]  # Features.feature (a map entry)
+_VALUE_TAG = _TAGS[2]  # the map entry's value
+_BYTES_LIST_TAG, _INT64_LIST_TAG = _TAGS[1], _TAGS[3]  # Feature.bytes_list, .int64_list
+_PACKED_TAG = _ITEM_TAG = _TAGS[1]  # Int64List.value (packed), BytesList.value
 
 
 def encode_example(int64_features: Mapping[str, Sequence[int] | np.ndarray],

@@ -74,3 +74,20 @@ def test_nested_and_numpy_values_are_flattened_as_numpy_flattens_them():
   for values in ([[1, 2], [3, 4]], [np.int64(5), 6], (np.array([7]), np.array([8]))):
     want = tf_example.encode_example({"x": np.asarray(values, np.int64).reshape(-1)}, {})
     assert tf_example.encode_example({"x": values}, {}) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(st.tuples(st.lists(st.integers(0, 70000), max_size=30),
+                                  st.sampled_from([0, 1, 127, 128, 10240, (1 << 14) - 1, 1 << 14,
+                                                   -1, 1 << 40]),
+                                  st.integers(0, 3),
+                                  st.binary(max_size=140)),
+                        min_size=1, max_size=12))
+def test_one_encoder_reused_writes_every_record_as_tensorflow_does(records):
+  # The job's encoder keeps entry prefixes by length and small ints' entries by value: records
+  # of equal lengths and equal small ints reuse them, and must still be TensorFlow's bytes.
+  encoder = tf_example.ExampleEncoder(["targets", "raw_bytes", "chunk"], ["example_id"])
+  for tokens, raw_bytes, chunk, example_id in records * 2:
+    want = tf_bytes({"targets": tokens, "raw_bytes": [raw_bytes], "chunk": [chunk]},
+                    {"example_id": [example_id]})
+    assert encoder(np.asarray(tokens, np.int64), [raw_bytes], [chunk], [example_id]) == want
