@@ -141,7 +141,7 @@ class ExampleEncoder:
       raise ValueError(f"{len(self._key_fields)} features, {len(values)} values given")
     # A feature's map entry is a prefix (headers and key) that depends only on the length of its
     # list's bytes, then those bytes: prefixes are kept by length, and the entries of one small
-    # int by its value (a record's chunk and raw_bytes): 10.1 -> 4.7 us per M2 record here.
+    # int by its value (a record's chunk and raw_bytes): 10.1 -> 6.2 us per M2 record here.
     entries = []
     for i in self._order:
       value = values[i]
