@@ -41,6 +41,7 @@ import struct
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 from isal import isal_zlib  # CRC-32 as zlib computes it, 8x faster here
@@ -301,54 +302,58 @@ def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
   per read, so that merging thousands of segments never holds thousands of open files."""
   path = segment.path
   next_offset, end_offset = segment.offset, segment.offset + segment.length
-  buffer, position = b"", 0
-  view = memoryview(buffer)
+  view, position = memoryview(b""), 0
   unpack_frame, crc32, frame_size = _FRAME.unpack_from, _crc32, _FRAME.size
 
-  def refill(needed: int):
-    """A new buffer (and its view) holding the unread bytes from the current position and more
-    read from the file, at least `needed` bytes in all."""
+  def refill(needed: int) -> memoryview:
+    """A new buffer holding the unread bytes from the current position (part of one frame) and
+    the next read from the file, at least `needed` bytes in all. Read into place, so that a
+    value's bytes are copied twice in all (file to buffer, buffer to the value): joining the
+    unread bytes with a read copied every byte once more."""
     nonlocal next_offset
-    held = len(buffer) - position
+    held = len(view) - position
     if needed > held + end_offset - next_offset:
       raise SpillCorruptError(f"{path}: the segment at {segment.offset} ends inside a frame "
                               f"(a length field is corrupt)")
-    parts = [buffer[position:]]
-    while held < needed:
-      step = min(max(chunk_bytes, needed - held), end_offset - next_offset)
-      parts.append(_read_at(path, next_offset, step))
-      next_offset += step
-      held += step
-    joined = b"".join(parts)
-    return joined, memoryview(joined)
+    step = min(max(chunk_bytes, needed - held), end_offset - next_offset)
+    fresh = memoryview(np.empty(held + step, np.uint8))  # uninitialised: every byte is written
+    fresh[:held] = view[position:]
+    _read_into(path, next_offset, fresh[held:])
+    next_offset += step
+    return fresh
 
   for index in range(segment.count):
-    if len(buffer) - position < frame_size:
-      buffer, view = refill(frame_size)
+    if len(view) - position < frame_size:
+      view = refill(frame_size)
       position = 0
-    size, crc = unpack_frame(buffer, position)
+    size, crc = unpack_frame(view, position)
     start = position + frame_size
     end = start + size
-    if end > len(buffer):
-      buffer, view = refill(frame_size + size)
+    if end > len(view):
+      view = refill(frame_size + size)
       position, start, end = 0, frame_size, frame_size + size
     if crc32(view[start:end]) != crc:
       raise SpillCorruptError(f"{path}: value {index} of the segment at {segment.offset} fails "
                               f"its CRC-32")
     position = end
-    yield _decode_at(buffer, start, end)
-  if len(buffer) - position + end_offset - next_offset:
+    yield _decode_at(view, start, end)
+  if len(view) - position + end_offset - next_offset:
     raise SpillCorruptError(f"{path}: the segment at {segment.offset} holds more than the "
                             f"{segment.count} values written")
 
 
-def _read_at(path: str, offset: int, size: int) -> bytes:
+def _read_into(path: str, offset: int, target: memoryview) -> None:
+  """Fills `target` with the file's bytes from `offset`; SpillCorruptError if the file ends
+  first."""
+  filled = 0
   with _open(path, "rb") as f:
     f.seek(offset)
-    data = f.read(size)
-  if len(data) != size:
-    raise SpillCorruptError(f"{path}: {len(data)} bytes at {offset}, {size} expected (truncated)")
-  return data
+    while filled < len(target):
+      got = f.readinto(target[filled:])
+      if not got:
+        raise SpillCorruptError(f"{path}: {filled} bytes at {offset}, {len(target)} expected "
+                                f"(truncated)")
+      filled += got
 
 
 # The least a segment reader reads at a time (bytes): smaller chunks cost a file open each.
