@@ -40,6 +40,8 @@ class _KeyBySplitAndBucket(beam.DoFn):
   """Assigns each document its split and bucket; emits ((split, bucket), (sort_key, text))."""
 
   def __init__(self, run_buckets: int, validation_percent: int, fixed_split: str | None):
+    if not 0 <= validation_percent <= 100:
+      raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}")
     self._run_buckets = run_buckets
     self._validation_percent = validation_percent
     self._fixed_split = fixed_split
@@ -58,11 +60,12 @@ class _KeyBySplitAndBucket(beam.DoFn):
     counts["document_text_bytes"] += len(text)
     counts["documents_split"] += 1
     url_digest = _digest(doc["url"].encode("utf-8"))
-    split = self._fixed_split or corpus.split_of_url_digest(url_digest, self._validation_percent)
-    bucket = int.from_bytes(url_digest[:8], "big") % self._run_buckets
+    # The digest's first 8 bytes pick both the split and the bucket: read once.
+    prefix = int.from_bytes(url_digest[:8], "big")
+    split = self._fixed_split or corpus.split_of_digest_prefix(prefix, self._validation_percent)
     # Sorted by (URL digest, text); _in_run_order puts documents of one URL in the order of
     # their texts' digests, so a text is hashed only where its URL repeats.
-    yield (split, bucket), (url_digest, text)
+    return (((split, prefix % self._run_buckets), (url_digest, text)),)
 
 
 def _in_run_order(docs):

@@ -41,8 +41,13 @@ def split_of_url_digest(url_sha256: bytes, validation_percent: int = VALIDATION_
   """split_of_url from the URL's sha256 digest (32 bytes), for callers that already hash it."""
   if not 0 <= validation_percent <= 100:
     raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}")
-  bucket = int.from_bytes(url_sha256[:8], "big") % 100
-  return "validation" if bucket < validation_percent else "train"
+  return split_of_digest_prefix(int.from_bytes(url_sha256[:8], "big"), validation_percent)
+
+
+def split_of_digest_prefix(prefix: int, validation_percent: int) -> str:
+  """split_of_url from the first 8 bytes of the URL's sha256 read as a big-endian integer, for
+  callers that use it for more (the Beam job's run bucket); validation_percent unchecked."""
+  return "validation" if prefix % 100 < validation_percent else "train"
 
 
 @functools.lru_cache(maxsize=1)
