@@ -55,7 +55,9 @@ class _KeyBySplitAndBucket(beam.DoFn):
     self._tally.flush()
 
   def process(self, doc):
-    text = doc["text"].encode("utf-8")
+    text = doc["text"]  # str, or its UTF-8 bytes (sources.read_documents' utf8_text)
+    if type(text) is not bytes:  # pylint: disable=unidiomatic-typecheck
+      text = text.encode("utf-8")
     counts = self._tally.counts
     counts["document_text_bytes"] += len(text)
     counts["documents_split"] += 1
@@ -124,7 +126,8 @@ class _CutRunsFn(beam.DoFn):
 
 
 class DocumentsToExamples(beam.PTransform):
-  """PCollection[C4 record] -> PCollection[(example_id, symbols)] (see module docstring).
+  """PCollection[C4 record] -> PCollection[(example_id, symbols)] (see module docstring); a
+  record's text may be str or its UTF-8 bytes (sources.read_documents' utf8_text).
 
   Args:
     docs_per_run: documents concatenated per run (paper: 128).

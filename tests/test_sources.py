@@ -583,6 +583,33 @@ def test_the_scanned_reader_emits_and_counts_what_the_line_parser_does(
           == _read_units(plain, "_process_lines", chunks, fail))
 
 
+def _text_encoded(units):
+  out, counts = units
+  return [(tag, {**value, "text": value["text"].encode("utf-8")} if tag == "record" else value)
+          for tag, value in out], counts
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(lines=st.lists(_C4_LINES, max_size=12),
+                  cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+                  fail=st.booleans(), reader=st.sampled_from(["c4", "jsonl"]))
+def test_utf8_text_gives_the_texts_utf8_bytes_and_nothing_else_changes(lines, cuts, fail, reader):
+  from beam_pipeline.sources import files
+  data = b"\n".join(lines)
+  bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+  make = ((lambda **kw: sources.ReadC4Json("x", validate=False, **kw)) if reader == "c4" else
+          (lambda **kw: sources.ReadJsonl("x", validate=False, **kw)))
+  # pylint: disable=protected-access
+  scanned_bytes = make(utf8_text=True)._make_fn()
+  plain_str = make()._make_fn()
+  plain_bytes = files.ReadFileFn(plain_str._parse, per_line=True, utf8_text=True)
+  want = _text_encoded(_read_units(plain_str, "_process_lines", chunks, fail))
+  assert _read_units(scanned_bytes, "_process_scanned_lines", chunks, fail) == want
+  assert _read_units(plain_bytes, "_process_lines", chunks, fail) == want
+  assert all(type(v["text"]) is bytes for t, v in want[0] if t == "record")  # noqa: E721
+
+
 def test_a_jsonl_reader_whose_fields_the_scanner_cannot_look_up_parses_every_line():
   # The scanner compares raw key bytes: a text field named like the url field, or one with a
   # quote or non-ASCII, would read wrong, so such a reader keeps to json.

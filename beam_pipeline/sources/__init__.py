@@ -122,7 +122,8 @@ def read_documents(pipeline, source: str, pattern: str | None = None, *,
                    tfds_split: str = "train", tfds_config: str = "en",
                    tfds_version: str = "3.1.0", text_field: str = "text",
                    lines: bool = False, invalid_utf8: str = "dead_letter",
-                   with_dead_letters: bool = False, label: str | None = None):
+                   with_dead_letters: bool = False, label: str | None = None,
+                   utf8_text: bool = False):
   """Applies the reader named by `source` (a flag value in SOURCES) to `pipeline`.
 
   Args:
@@ -134,12 +135,16 @@ def read_documents(pipeline, source: str, pattern: str | None = None, *,
     text_field: for source "jsonl".
     lines, invalid_utf8: for source "text".
     with_dead_letters: return (records, dead_letters) instead of records.
+    utf8_text: the file sources (c4_json, jsonl, text) give each record's text as its UTF-8
+      bytes, not str (what the Beam job hashes and spills: a decode and an encode fewer per
+      document); tfds and default give str whatever this says.
     label: transform label; default "Read_<source>".
 
   Returns:
     The records PCollection, or (records, dead_letters).
   """
   common = {"with_dead_letters": with_dead_letters}
+  files = {**common, "utf8_text": utf8_text}
   if source == "default":
     if pattern:
       raise ValueError(f"source 'default' takes no pattern, got {pattern!r}")
@@ -148,12 +153,12 @@ def read_documents(pipeline, source: str, pattern: str | None = None, *,
     raise ValueError(f"source {source!r} needs a pattern"
                      + (" (the TFDS data_dir)" if source == "tfds" else ""))
   elif source == "c4_json":
-    transform = ReadC4Json(pattern, **common)
+    transform = ReadC4Json(pattern, **files)
   elif source == "jsonl":
-    transform = ReadJsonl(pattern, text_field, **common)
+    transform = ReadJsonl(pattern, text_field, **files)
   elif source == "text":
     transform = ReadTextFiles(pattern, lines=lines, invalid_utf8=invalid_utf8,
-                              **common)
+                              **files)
   elif source == "tfds":
     transform = ReadTfdsC4(pattern, tfds_split, tfds_config, tfds_version,
                            **common)

@@ -38,6 +38,7 @@ class ReadC4Json(ReadFiles):
     with_dead_letters: if True the transform returns (records, dead_letters).
     validate: check at construction time that the pattern matches files.
     label: optional transform label.
+    utf8_text: give each record's text as its UTF-8 bytes, not str.
 
   Lines missing any of the three fields, or with a non-string one, are
   dead-lettered: a C4 record without its URL could not be split.
@@ -45,4 +46,5 @@ class ReadC4Json(ReadFiles):
 
   def _make_fn(self):
     return ReadFileFn(_parse_c4_line, per_line=True,
-                      scanned=ScannedFields(C4_FIELDS, _c4_record_from_fields))
+                      scanned=ScannedFields(C4_FIELDS, _c4_record_from_fields),
+                      utf8_text=self._utf8_text)

@@ -33,8 +33,9 @@ from beam_pipeline.sources.streams import open_raw
 @dataclasses.dataclass(frozen=True)
 class ScannedFields:
   """A JSON-lines format's fast path (json_lines.LineScanner): the string fields a record is
-  made of, and `record(path, line, values)` building it from their values (str, or None where
-  the object lacks the key), or returning None to leave the line to the parser (e.g. a required
+  made of, the document's text first, and `record(path, line, values)` building it from their
+  values (str, or None where the object lacks the key; the text as its UTF-8 bytes where the
+  reader gives text so), or returning None to leave the line to the parser (e.g. a required
   field is missing, so that the parser's dead letter says which)."""
   names: tuple[str, ...]
   record: Callable[[str, int, list], dict | None]
@@ -55,12 +56,15 @@ class ReadFileFn(beam.DoFn):
   Rejected. With `scanned`, lines are read a block at a time by the compiled scanner
   (json_lines), which hands every line outside its subset of JSON, and every line `scanned`
   declines, to `parse`: records, dead letters and counters are the same either way.
+  With `utf8_text`, every record's "text" is its UTF-8 bytes instead of str (the Beam job hashes
+  and spills bytes: the scanner's text is never decoded, and the parser's is encoded).
   """
 
   def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool,
-               scanned: ScannedFields | None = None):
+               scanned: ScannedFields | None = None, utf8_text: bool = False):
     self._parse = parse
     self._per_line = per_line
+    self._utf8_text = utf8_text
     self._scanned = scanned if scanned is not None and scanned.usable() else None
     self._malformed_name = "malformed_lines" if per_line else "malformed_files"
     # Counted per file, added to the counters when the file is done (CounterTally).
@@ -90,6 +94,9 @@ class ReadFileFn(beam.DoFn):
       return self._dead_letter(path, line, e.reason, e.detail, raw)
     counts["documents_read"] += 1
     counts["bytes_emitted"] += len(raw)
+    if self._utf8_text:
+      # A parser's text always encodes: a lone surrogate is a dead letter (not_encodable).
+      record["text"] = record["text"].encode("utf-8")
     return record
 
   def process(self, readable_file: fileio.ReadableFile):
@@ -151,10 +158,7 @@ class ReadFileFn(beam.DoFn):
         rows = np.flatnonzero(lines[:, 2] != json_lines.LINE_EMPTY)
         counts["empty_lines"] += len(lines) - len(rows)
         kept = lines[rows]
-        spans = fields[rows].reshape(-1, 2)
-        text = memoryview(out)
-        strings = [str(text[a:b], "utf-8") if a >= 0 else None
-                   for a, b in zip(spans[:, 0].tolist(), spans[:, 1].tolist())]
+        strings = self._scanned_strings(memoryview(out), fields[rows])
         documents = document_bytes = 0
         try:
           for k, (row, start, end, status) in enumerate(zip(
@@ -173,6 +177,23 @@ class ReadFileFn(beam.DoFn):
           counts["bytes_emitted"] += document_bytes
     except CorruptStreamError as e:
       yield self._lost_tail(path, splitter, e)
+
+  def _scanned_strings(self, out: memoryview, spans: np.ndarray) -> list:
+    """The strings of a block's kept lines, line after line (spans[line, field]: the (start,
+    end) of the field's value in `out`, start -1 where absent): str, but the text (each line's
+    first) as UTF-8 bytes with utf8_text (the scanner vouched for the UTF-8: no decode)."""
+    flat = spans.reshape(-1, 2)
+    starts, ends = flat[:, 0].tolist(), flat[:, 1].tolist()
+    if not self._utf8_text:
+      return [str(out[a:b], "utf-8") if a >= 0 else None for a, b in zip(starts, ends)]
+    per_line = spans.shape[1]
+    strings = [None] * len(starts)
+    for field in range(per_line):
+      column = zip(starts[field::per_line], ends[field::per_line])
+      strings[field::per_line] = (
+          [bytes(out[a:b]) if a >= 0 else None for a, b in column] if field == 0 else
+          [str(out[a:b], "utf-8") if a >= 0 else None for a, b in column])
+    return strings
 
   def _process_whole(self, path, chunks):
     parts = []
@@ -198,8 +219,9 @@ class ReadFiles(beam.PTransform):
   """Base of the file readers: match a glob, read each file with a ReadFileFn."""
 
   def __init__(self, file_pattern: str, *, with_dead_letters: bool = False,
-               validate: bool = True, label: str | None = None):
+               validate: bool = True, label: str | None = None, utf8_text: bool = False):
     super().__init__(label)
+    self._utf8_text = utf8_text
     if not isinstance(file_pattern, str) or not file_pattern:
       raise NoFilesMatchedError(
           f"{type(self).__name__} needs a non-empty file pattern, got "

@@ -39,7 +39,7 @@ class ReadTextFiles(ReadFiles):
     lines: one document per non-empty line instead of one per file.
     invalid_utf8: "dead_letter" (default, lossless) or "replace" (lossy
       U+FFFD decoding); see the module docstring.
-    with_dead_letters, validate, label: as for ReadC4Json.
+    with_dead_letters, validate, label, utf8_text: as for ReadC4Json.
 
   Whole-file documents keep their bytes exactly, line terminators included.
   """
@@ -47,9 +47,9 @@ class ReadTextFiles(ReadFiles):
   def __init__(self, file_pattern: str, *, lines: bool = False,
                invalid_utf8: str = "dead_letter",
                with_dead_letters: bool = False, validate: bool = True,
-               label: str | None = None):
+               label: str | None = None, utf8_text: bool = False):
     super().__init__(file_pattern, with_dead_letters=with_dead_letters,
-                     validate=validate, label=label)
+                     validate=validate, label=label, utf8_text=utf8_text)
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
       raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, "
                        f"got {invalid_utf8!r}")
@@ -58,4 +58,4 @@ class ReadTextFiles(ReadFiles):
 
   def _make_fn(self):
     return ReadFileFn(_TextParser(self._invalid_utf8, per_line=self._lines),
-                       per_line=self._lines)
+                       per_line=self._lines, utf8_text=self._utf8_text)
