@@ -197,7 +197,7 @@ class _SpillFn(beam.DoFn):
     with _open(path, "wb") as f:
       for key, items in self._buffer.values():
         _sort_items(items)
-        segment = _write_segment(f, path, offset, (payload_parts(*item) for item in items))
+        segment = _write_segment(f, path, offset, items)
         segments.append((key, segment))
         offset += segment.length
     self._files.inc()
@@ -231,14 +231,11 @@ def _held_bytes(x) -> int:
   return len(x) if isinstance(x, (bytes, str)) else len(pickle.dumps(x, pickle.HIGHEST_PROTOCOL))
 
 
-def _write_segment(f, path: str, offset: int, payloads) -> Segment:
-  """Writes `payloads` (in order, each the tuple of its parts: payload_parts) as frames into the
-  open file `f` of `path`, whose next byte is `offset`; returns their Segment."""
+def _write_segment(f, path: str, offset: int, items) -> Segment:
+  """Writes (sort_key, value) `items`, in order, as frames into the open file `f` of `path`,
+  whose next byte is `offset`; returns their Segment."""
   writer = _FrameWriter(f)
-  length = count = 0
-  for parts in payloads:
-    length += writer.frame(parts)
-    count += 1
+  length, count = writer.items(items)
   writer.flush()
   return Segment(path, offset, length, count)
 
@@ -254,19 +251,29 @@ class _FrameWriter:
     self._parts = []
     self._held = 0
 
-  def frame(self, parts) -> int:
-    """Adds one frame holding the payload made of `parts` (bytes-like, in order); returns the
-    frame's bytes."""
-    crc = size = 0
-    for part in parts:
-      crc = _crc32(part, crc)
-      size += len(part)
-    self._parts.append(_FRAME.pack(size, crc))
-    self._parts.extend(parts)
-    self._held += size
-    if len(self._parts) >= _WRITE_BATCH_PARTS or self._held >= _WRITE_BATCH_BYTES:
-      self.flush()
-    return _FRAME.size + size
+  def items(self, items) -> tuple[int, int]:
+    """Adds one frame per (sort_key, value) item, its payload payload_parts'; returns the
+    frames' bytes and count. One loop for them all, a raw frame's header joined to the payload's
+    (two parts per frame, not three): a call and a generator step per item were ~0.5 us."""
+    parts, crc32, pack_frame = self._parts, _crc32, _FRAME.pack
+    length = count = 0
+    for sort_key, value in items:
+      payload = payload_parts(sort_key, value)
+      if len(payload) == 2:  # raw: header, value
+        header, value = payload
+        size = len(header) + len(value)
+        parts += (pack_frame(size, crc32(value, crc32(header))) + header, value)
+      else:  # one pickle
+        (value,) = payload
+        size = len(value)
+        parts += (pack_frame(size, crc32(value)), value)
+      self._held += size
+      length += _FRAME.size + size
+      count += 1
+      if len(parts) >= _WRITE_BATCH_PARTS or self._held >= _WRITE_BATCH_BYTES:
+        self.flush()
+        parts = self._parts
+    return length, count
 
   def flush(self) -> None:
     """Writes every part added so far."""
@@ -400,7 +407,7 @@ class MergedSegments:
       return segments[0]
     path = posixpath.join(posixpath.dirname(segments[0].path), f"{uuid.uuid4().hex}.merged.spill")
     with _open(path, "wb") as f:
-      return _write_segment(f, path, 0, (payload_parts(*item) for item in self._merge(segments)))
+      return _write_segment(f, path, 0, self._merge(segments))
 
 
 class GroupSorted(beam.PTransform):

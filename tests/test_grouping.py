@@ -279,7 +279,7 @@ def test_frames_to_a_file_without_a_descriptor_are_joined_into_writes(tmp_path):
   items = [(b"%02d" % i, b"x" * i) for i in range(30)]
   buffer = io.BytesIO()
   segment = grouping._write_segment(  # pylint: disable=protected-access
-      buffer, "mem", 0, (grouping.payload_parts(*item) for item in items))
+      buffer, "mem", 0, items)
   path = tmp_path / "spill"
   path.write_bytes(buffer.getvalue())
   segment = grouping.Segment(str(path), 0, segment.length, segment.count)
