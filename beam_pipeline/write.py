@@ -14,7 +14,7 @@ import posixpath
 import struct
 
 import apache_beam as beam
-from apache_beam.io import tfrecordio
+import google_crc32c
 
 from beam_pipeline import grouping as grouping_lib
 from beam_pipeline import output_dir as output_dir_lib
@@ -32,8 +32,12 @@ _TFRECORD_LENGTH = struct.Struct("<Q")
 _TFRECORD_CRC = struct.Struct("<I")
 # Records' bytes gathered before one write and one sha256 update.
 _WRITE_BATCH_BYTES = 1 << 20
-# TFRecord's masked CRC-32C, as Beam's own TFRecord writer computes it (google-crc32c, a pin).
-_masked_crc32c = tfrecordio._TFRecordUtil._masked_crc32c  # pylint: disable=protected-access
+_crc32c = google_crc32c.value  # CRC-32C, as Beam's TFRecord writer computes it (a pin)
+
+
+def _masked(crc: int) -> int:
+  """TFRecord's mask of a CRC-32C (as tfrecordio._TFRecordUtil._masked_crc32c masks it)."""
+  return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
 
 class _TFRecordWriter:
@@ -48,12 +52,15 @@ class _TFRecordWriter:
     self.bytes = 0
     self._parts = []
     self._held = 0
+    self._headers = {}  # record bytes -> the record's length and its masked CRC
 
   def write(self, record: bytes) -> None:
     """Adds one record (bytes)."""
-    length = _TFRECORD_LENGTH.pack(len(record))
-    self._parts += (length, _TFRECORD_CRC.pack(_masked_crc32c(length)), record,
-                    _TFRECORD_CRC.pack(_masked_crc32c(record)))
+    header = self._headers.get(len(record))  # records' lengths repeat: their headers are kept
+    if header is None:
+      length = _TFRECORD_LENGTH.pack(len(record))
+      header = self._headers[len(record)] = length + _TFRECORD_CRC.pack(_masked(_crc32c(length)))
+    self._parts += (header, record, _TFRECORD_CRC.pack(_masked(_crc32c(record))))
     self._held += len(record) + 16
     if self._held >= _WRITE_BATCH_BYTES:
       self.flush()

@@ -29,6 +29,8 @@ def test_records_are_framed_as_beams_tfrecord_writer_frames_them(seed):
   records = [b"", b"\x00", rng.randbytes(127), rng.randbytes(128), rng.randbytes(1 << 20),
              rng.randbytes((1 << 20) + 1)] + [rng.randbytes(rng.randrange(0, 9000))
                                               for _ in range(400)]
+  # Records of one length, as a job's are (its writer keeps each length's header).
+  records += [rng.randbytes(n) for n in (5, 5, 300, 300, 300, 127)]
   rng.shuffle(records)
   beam_file = _BeamFile()
   for record in records:
