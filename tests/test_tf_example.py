@@ -91,3 +91,16 @@ def test_one_encoder_reused_writes_every_record_as_tensorflow_does(records):
     want = tf_bytes({"targets": tokens, "raw_bytes": [raw_bytes], "chunk": [chunk]},
                     {"example_id": [example_id]})
     assert encoder(np.asarray(tokens, np.int64), [raw_bytes], [chunk], [example_id]) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=40))
+def test_int32_arrays_are_written_as_their_int64_values(values):
+  # Tokens are int32: written without a conversion to int64, by a kernel compiled for int32.
+  edges = [0, 127, 128, 16383, 16384, (1 << 21) - 1, 1 << 21, (1 << 31) - 1, -1, -(1 << 31)]
+  values = np.asarray(values + edges, np.int32)
+  assert (tf_example.encode_example({"x": values}, {})
+          == tf_example.encode_example({"x": values.astype(np.int64)}, {})
+          == tf_bytes({"x": values.tolist()}, {}))
+  assert (tf_example.encode_example({"x": values[::2]}, {})  # a strided view
+          == tf_bytes({"x": values[::2].tolist()}, {}))
