@@ -40,8 +40,7 @@ class _KeyBySplitAndBucket(beam.DoFn):
   """Assigns each document its split and bucket; emits ((split, bucket), (sort_key, text))."""
 
   def __init__(self, run_buckets: int, validation_percent: int, fixed_split: str | None):
-    if not 0 <= validation_percent <= 100:
-      raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}")
+    corpus.check_validation_percent(validation_percent)
     self._run_buckets = run_buckets
     self._validation_percent = validation_percent
     self._fixed_split = fixed_split

@@ -107,9 +107,8 @@ def _packed_int64(values) -> bytes:
       parts.append(_SHORT_LENGTHS[value] if 0 <= value < 128 else _varint(value))
     else:
       return b"".join(parts)
-  if isinstance(values, np.ndarray) and values.dtype == np.int32:
-    return _varints(values.reshape(-1))
-  return _varints(np.asarray(values, np.int64).reshape(-1))
+  array = values if isinstance(values, np.ndarray) else np.asarray(values, np.int64)
+  return _varints(array.reshape(-1))  # which picks the dtype it writes (int32 or int64)
 
 
 def _upb_map_order(entry: tuple[bytes, bytes]) -> bytes:
@@ -137,7 +136,7 @@ class ExampleEncoder:
     keys = [name.encode("utf-8") for name in names]
     self._order = sorted(range(len(names)), key=lambda i: _upb_map_order((keys[i], b"")))
     self._key_fields = [_field(1, key) for key in keys]
-    self._prefixes = [{} for _ in names]  # by feature: list bytes -> the entry's prefix
+    self._prefixes = [{} for _ in names]  # by feature: its list's length in bytes -> prefix
     self._int_entries = [{} for _ in names]  # by int64 feature: one small int -> its entry
 
   def __call__(self, *values) -> bytes:

@@ -52,7 +52,7 @@ class _TFRecordWriter:
     self.bytes = 0
     self._parts = []
     self._held = 0
-    self._headers = {}  # record bytes -> the record's length and its masked CRC
+    self._headers = {}  # a record's length in bytes -> that length packed and its masked CRC
 
   def write(self, record: bytes) -> None:
     """Adds one record (bytes)."""

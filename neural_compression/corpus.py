@@ -39,14 +39,20 @@ def split_of_url(url: str, validation_percent: int = VALIDATION_PERCENT) -> str:
 
 def split_of_url_digest(url_sha256: bytes, validation_percent: int = VALIDATION_PERCENT) -> str:
   """split_of_url from the URL's sha256 digest (32 bytes), for callers that already hash it."""
+  check_validation_percent(validation_percent)
+  return split_of_digest_prefix(int.from_bytes(url_sha256[:8], "big"), validation_percent)
+
+
+def check_validation_percent(validation_percent: int) -> None:
+  """ValueError unless validation_percent (a share of documents, in percent) is in [0, 100]."""
   if not 0 <= validation_percent <= 100:
     raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}")
-  return split_of_digest_prefix(int.from_bytes(url_sha256[:8], "big"), validation_percent)
 
 
 def split_of_digest_prefix(prefix: int, validation_percent: int) -> str:
   """split_of_url from the first 8 bytes of the URL's sha256 read as a big-endian integer, for
-  callers that use it for more (the Beam job's run bucket); validation_percent unchecked."""
+  callers that use it for more (the Beam job's run bucket); validation_percent unchecked
+  (check_validation_percent)."""
   return "validation" if prefix % 100 < validation_percent else "train"
 
 
