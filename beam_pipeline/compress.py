@@ -138,6 +138,13 @@ def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> byt
   return _RECORD_ENCODER(tokens, [raw_bytes], [chunk], [example_id.encode()])
 
 
+def serialize_records(pieces, example_ids: list[str]) -> list[bytes]:
+  """[serialize_record(p.tokens, p.raw_bytes, example_id, p.chunk) for each M2 example p of
+  `pieces` and its example's id], the tokens of all of them varint-encoded in one call."""
+  return _RECORD_ENCODER.many([p.tokens for p in pieces], [[p.raw_bytes] for p in pieces],
+                              [[p.chunk] for p in pieces], [[i.encode()] for i in example_ids])
+
+
 # The additive figures of the stats output, per (method, split); write.WriteStats sums them.
 STATS_FIGURES = ("examples", "input_bytes", "tokens", "bits", "windows", "m2_examples",
                  "m2_tokens", "m2_raw_bytes", "bytes_trimmed")
@@ -211,14 +218,21 @@ class CompressBatchFn(beam.DoFn):
     splits = [example_id.split("-", 1)[0] for example_id in ids]
     for slug, (spec, encoded) in self._handler.encode_batch(self._compressors, xs).items():
       unit = m2_examples.token_unit(spec.window_bits, spec.token_bits)
+      pieces_of = [m2_examples.m2_examples(enc, self._m2_length, self._m2_mode, unit)
+                   for enc in encoded]
+      # The batch's M2 records in order, serialized at once.
+      records = serialize_records(
+          [piece for pieces in pieces_of for piece in pieces],
+          [example_id for example_id, pieces in zip(ids, pieces_of) for _ in pieces])
+      next_record = 0
       # Summed over the batch per split: the stats are additive, and one element per batch
       # costs the runner far less than one per example.
       totals = {}
-      for example_id, split, x, enc in zip(ids, splits, xs, encoded):
-        pieces = m2_examples.m2_examples(enc, self._m2_length, self._m2_mode, unit)
+      for example_id, split, x, enc, pieces in zip(ids, splits, xs, encoded, pieces_of):
         m2_tokens = m2_raw_bytes = 0
         for piece in pieces:
-          record = serialize_record(piece.tokens, piece.raw_bytes, example_id, piece.chunk)
+          record = records[next_record]
+          next_record += 1
           m2_tokens += len(piece.tokens)
           m2_raw_bytes += piece.raw_bytes
           yield (slug, split), (f"{example_id}/{piece.chunk:05d}", record)

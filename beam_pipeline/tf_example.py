@@ -68,6 +68,19 @@ def _write_varints(values, out):
   return n
 
 
+@numba.njit(cache=True, nogil=True)
+def _write_varint_rows(values, row_ends, out, out_ends):
+  """_write_varints of many rows at once: row r is values[row_ends[r-1]:row_ends[r]] (from 0 for
+  the first); its varints end at out_ends[r]. Returns the bytes written."""
+  n = 0
+  start = 0
+  for r in range(row_ends.size):
+    n += _write_varints(values[start:row_ends[r]], out[n:])
+    out_ends[r] = n
+    start = row_ends[r]
+  return n
+
+
 def _varints(values: np.ndarray) -> bytes:
   """Packed varints of int32 or int64 values (negatives as their 64-bit two's complement: 10
   bytes; other dtypes are read as int64), in one compiled loop: token lists hold hundreds of
@@ -82,7 +95,11 @@ def _varints(values: np.ndarray) -> bytes:
 
 
 def _length(n: int) -> bytes:
-  return _SHORT_LENGTHS[n] if n < 128 else _varint(n)
+  if n < 128:
+    return _SHORT_LENGTHS[n]
+  if n < 0x4000:  # two bytes (a record's token list): inline, _varint's loop cost ~0.8 us
+    return bytes(((n & 0x7F) | 0x80, n >> 7))
+  return _varint(n)
 
 
 _SHORT_LENGTHS = [bytes((n,)) for n in range(128)]  # one-byte varints, made once
@@ -143,10 +160,29 @@ class ExampleEncoder:
     """The serialized Example of the features' values (int64 sequences, then bytes sequences)."""
     if len(values) != len(self._key_fields):
       raise ValueError(f"{len(self._key_fields)} features, {len(values)} values given")
+    return self._encode(values, ())
+
+  def many(self, *columns) -> list[bytes]:
+    """The serialized Examples of many rows, as [self(*row) for row in zip(*columns)]: columns[i]
+    holds feature i's value in every row. An int64 feature whose values are all 1-D int32 (or all
+    1-D int64) arrays, as a batch's token lists, is varint-encoded in one compiled call for every
+    row (a call per record cost ~1 us of its 5.6)."""
+    if len(columns) != len(self._key_fields):
+      raise ValueError(f"{len(self._key_fields)} features, {len(columns)} columns given")
+    rows = [tuple(row) for row in zip(*columns, strict=True)]
+    packed = [_packed_rows(columns[i]) if i < self._num_int64 else None
+              for i in range(len(columns))]
+    return [self._encode(row, [p and p[r] for p in packed]) for r, row in enumerate(rows)]
+
+  def _encode(self, values, packed) -> bytes:
+    """The serialized Example of `values`; packed[i], where given and not None, is int64 feature
+    i's packed varints, already written."""
     # A feature's map entry is a prefix (headers and key) that depends only on the length of its
     # list's bytes, then those bytes: prefixes are kept by length, and the entries of one small
-    # int by its value (a record's chunk and raw_bytes): 10.1 -> 6.2 us per M2 record here.
-    entries = []
+    # int by its value (a record's chunk and raw_bytes): 10.1 -> 6.2 us per M2 record here. The
+    # parts are joined once, so a token list's varints are copied once.
+    parts = []
+    size = 0
     for i in self._order:
       value = values[i]
       if i < self._num_int64:
@@ -155,32 +191,66 @@ class ExampleEncoder:
           cached = self._int_entries[i]
           entry = cached.get(value[0])
           if entry is None:
-            entry = cached[value[0]] = self._entry(i, _int64_list(_packed_int64(value)))
-          entries.append(entry)
+            items = _int64_list(_packed_int64(value))
+            entry = cached[value[0]] = self._prefix(i, len(items)) + items
+          parts.append(entry)
+          size += len(entry)
           continue
-        items = _int64_list(_packed_int64(value))
+        varints = packed[i] if packed else None
+        if varints is None:
+          varints = _packed_int64(value)
+        head = _packed_head(len(varints))
+        prefix = self._prefix(i, len(head) + len(varints))
+        parts += (prefix, head, varints)
+        size += len(prefix) + len(head) + len(varints)
       else:
         items = b"".join([_ITEM_TAG + _length(len(item)) + item for item in map(bytes, value)])
-      entries.append(self._entry(i, items))
-    features = b"".join(entries)
-    return _FEATURES_TAG + _length(len(features)) + features  # Example.features
+        prefix = self._prefix(i, len(items))
+        parts += (prefix, items)
+        size += len(prefix) + len(items)
+    return b"".join([_FEATURES_TAG, _length(size), *parts])  # Example.features
 
-  def _entry(self, i: int, items: bytes) -> bytes:
-    """Feature i's map entry in Features.feature, its list's fields being `items`."""
-    prefix = self._prefixes[i].get(len(items))
+  def _prefix(self, i: int, items_bytes: int) -> bytes:
+    """Feature i's map entry in Features.feature up to its list's fields (`items_bytes` bytes)."""
+    prefix = self._prefixes[i].get(items_bytes)
     if prefix is None:
       kind = _INT64_LIST_TAG if i < self._num_int64 else _BYTES_LIST_TAG
-      feature_bytes = len(kind) + len(_length(len(items))) + len(items)
-      value_header = _VALUE_TAG + _length(feature_bytes) + kind + _length(len(items))
-      entry_bytes = len(self._key_fields[i]) + len(value_header) + len(items)
-      prefix = self._prefixes[i][len(items)] = (
+      feature_bytes = len(kind) + len(_length(items_bytes)) + items_bytes
+      value_header = _VALUE_TAG + _length(feature_bytes) + kind + _length(items_bytes)
+      entry_bytes = len(self._key_fields[i]) + len(value_header) + items_bytes
+      prefix = self._prefixes[i][items_bytes] = (
           _ENTRY_TAG + _length(entry_bytes) + self._key_fields[i] + value_header)
-    return prefix + items
+    return prefix
+
+
+def _packed_rows(values) -> list[memoryview] | None:
+  """Each row's packed varints (as _packed_int64 writes them) when every row is a 1-D int32
+  array, or every row a 1-D int64 array, written in one compiled call; None otherwise."""
+  if not values or any(type(v) is not np.ndarray or v.ndim != 1  # pylint: disable=unidiomatic-typecheck
+                       for v in values):
+    return None
+  dtype = values[0].dtype
+  if dtype not in (np.int32, np.int64) or any(v.dtype != dtype for v in values):
+    return None
+  joined = np.concatenate(values)
+  row_ends = np.cumsum([v.size for v in values], dtype=np.int64)
+  out = np.empty(10 * joined.size, np.uint8)
+  out_ends = np.empty(len(values), np.int64)
+  _write_varint_rows(joined, row_ends, out, out_ends)
+  written = memoryview(out)  # sliced, never copied: ExampleEncoder joins the slices once
+  starts = [0, *out_ends[:-1].tolist()]
+  return [written[a:b] for a, b in zip(starts, out_ends.tolist())]
+
+
+def _packed_head(varint_bytes: int) -> bytes:
+  """The tag and length of an Int64List's one packed field of `varint_bytes` bytes; nothing when
+  there are no values (the field is then absent)."""
+  return _PACKED_TAG + _length(varint_bytes) if varint_bytes else b""
 
 
 def _int64_list(packed: bytes) -> bytes:
   """An Int64List's fields: its one packed field, absent when there are no values."""
-  return _PACKED_TAG + _length(len(packed)) + packed if packed else b""
+  return _packed_head(len(packed)) + packed
 
 
 # Ints below this are kept as whole map entries by ExampleEncoder (at most this many per feature).

@@ -104,3 +104,35 @@ def test_int32_arrays_are_written_as_their_int64_values(values):
           == tf_bytes({"x": values.tolist()}, {}))
   assert (tf_example.encode_example({"x": values[::2]}, {})  # a strided view
           == tf_bytes({"x": values[::2].tolist()}, {}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=30),
+                               st.sampled_from([0, 127, 128, 16383, 16384, 1 << 40, -1]),
+                               st.binary(max_size=200)),
+                     min_size=1, max_size=10),
+       dtype=st.sampled_from([np.int32, np.int64, "mixed", "list"]))
+def test_many_rows_at_once_are_each_rows_bytes(rows, dtype):
+  # many() writes a column of int32 (or int64) arrays in one compiled call; other columns row by
+  # row. Each record must be what one call writes, and TensorFlow's bytes.
+  def tokens(values, k):
+    if dtype == "list":
+      return values
+    kind = (np.int32, np.int64)[k % 2] if dtype == "mixed" else dtype
+    return np.asarray(values, kind)
+  encoder = tf_example.ExampleEncoder(["targets", "raw_bytes"], ["example_id"])
+  columns = ([tokens(t, k) for k, (t, _, _) in enumerate(rows)], [[r] for _, r, _ in rows],
+             [[b] for _, _, b in rows])
+  got = encoder.many(*columns)
+  assert got == [encoder(*row) for row in zip(*columns)]
+  assert got == [tf_bytes({"targets": t, "raw_bytes": [r]}, {"example_id": [b]})
+                 for t, r, b in rows]
+
+
+def test_many_checks_its_columns():
+  encoder = tf_example.ExampleEncoder(["a"], ["b"])
+  with pytest.raises(ValueError, match="2 features, 1 columns"):
+    encoder.many([[1]])
+  with pytest.raises(ValueError):  # columns of different lengths
+    encoder.many([[1], [2]], [[b"x"]])
+  assert encoder.many([], []) == []
