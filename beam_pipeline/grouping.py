@@ -171,8 +171,14 @@ class _SpillFn(beam.DoFn):
     key, item = keyed
     sort_key, value = item
     # Keyed by the key's pickle, not by ==: 1, 1.0 and True are three keys to a GroupByKey
-    # (their encodings differ). A key split over two entries only makes two segments.
-    entry = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
+    # (their encodings differ). Tuples of str, int and bytes alone (the job's keys: no bool, no
+    # float) are == exactly when their encodings are, and key the buffer as they are (a pickle
+    # per item cost 0.44 us, the check 0.18). A key split over two entries only makes two
+    # segments.
+    if type(key) is tuple and _PLAIN_KEY_TYPES.issuperset(map(type, key)):  # pylint: disable=unidiomatic-typecheck
+      entry = key
+    else:
+      entry = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
     group = self._buffer.get(entry)
     if group is None:
       group = self._buffer[entry] = (key, [])
@@ -227,6 +233,7 @@ def _sort_items(items: list) -> None:
 
 
 _SORT_KEY = operator.itemgetter(0)
+_PLAIN_KEY_TYPES = frozenset((str, int, bytes))
 
 
 def _held_bytes(x) -> int:

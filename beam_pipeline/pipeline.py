@@ -257,7 +257,8 @@ def check_output_dir(state: output_dir_lib.OutputState, opts) -> None:
 
 def _read(p, opts, pattern, label, split):
   return sources.read_documents(p, opts.source, pattern, with_dead_letters=True, label=label,
-                                utf8_text=True, **artifacts_lib.sources_options(opts, split))
+                                utf8_text=True, document_blocks=True,
+                                **artifacts_lib.sources_options(opts, split))
 
 
 def read_examples(p, opts, grouping: grouping_lib.GroupSorted | None = None):

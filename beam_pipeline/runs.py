@@ -21,6 +21,7 @@ import apache_beam as beam
 
 from beam_pipeline import grouping as grouping_lib
 from beam_pipeline.sources.common import CounterTally
+from beam_pipeline.sources.common import DocumentBlock
 from neural_compression import corpus
 from neural_compression import examples as ex
 
@@ -37,7 +38,9 @@ def example_id(split: str, bucket: int, run: int, example: int) -> str:
 
 
 class _KeyBySplitAndBucket(beam.DoFn):
-  """Assigns each document its split and bucket; emits ((split, bucket), (sort_key, text))."""
+  """Assigns each document its split and bucket; emits ((split, bucket), (sort_key, text)). Takes
+  a record or a DocumentBlock of records (sources' document_blocks), whose documents it keys in
+  one call."""
 
   def __init__(self, run_buckets: int, validation_percent: int, fixed_split: str | None):
     corpus.check_validation_percent(validation_percent)
@@ -54,19 +57,27 @@ class _KeyBySplitAndBucket(beam.DoFn):
     self._tally.flush()
 
   def process(self, doc):
-    text = doc["text"]  # str, or its UTF-8 bytes (sources.read_documents' utf8_text)
-    if type(text) is not bytes:  # pylint: disable=unidiomatic-typecheck
-      text = text.encode("utf-8")
+    docs = doc if type(doc) is DocumentBlock else (doc,)  # pylint: disable=unidiomatic-typecheck
+    fixed_split, percent, buckets = self._fixed_split, self._validation_percent, self._run_buckets
+    split_of, from_bytes, sha256 = corpus.split_of_digest_prefix, int.from_bytes, hashlib.sha256
+    pairs = []
+    text_bytes = 0
+    for doc in docs:
+      text = doc["text"]  # str, or its UTF-8 bytes (sources.read_documents' utf8_text)
+      if type(text) is not bytes:  # pylint: disable=unidiomatic-typecheck
+        text = text.encode("utf-8")
+      text_bytes += len(text)
+      url_digest = sha256(doc["url"].encode("utf-8")).digest()
+      # The digest's first 8 bytes pick both the split and the bucket: read once.
+      prefix = from_bytes(url_digest[:8], "big")
+      split = fixed_split or split_of(prefix, percent)
+      # Sorted by (URL digest, text); _in_run_order puts documents of one URL in the order of
+      # their texts' digests, so a text is hashed only where its URL repeats.
+      pairs.append(((split, prefix % buckets), (url_digest, text)))
     counts = self._tally.counts
-    counts["document_text_bytes"] += len(text)
-    counts["documents_split"] += 1
-    url_digest = _digest(doc["url"].encode("utf-8"))
-    # The digest's first 8 bytes pick both the split and the bucket: read once.
-    prefix = int.from_bytes(url_digest[:8], "big")
-    split = self._fixed_split or corpus.split_of_digest_prefix(prefix, self._validation_percent)
-    # Sorted by (URL digest, text); _in_run_order puts documents of one URL in the order of
-    # their texts' digests, so a text is hashed only where its URL repeats.
-    return (((split, prefix % self._run_buckets), (url_digest, text)),)
+    counts["document_text_bytes"] += text_bytes
+    counts["documents_split"] += len(pairs)
+    return pairs
 
 
 def _in_run_order(docs):

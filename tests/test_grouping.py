@@ -208,9 +208,12 @@ def test_auto_spills_only_on_the_local_runners(runner, endpoint, resolved):
 
 def test_files_mode_keeps_apart_the_keys_group_by_key_keeps_apart(tmp_path):
   # 1, 1.0 and True are == in Python but three keys to Beam (their encodings differ); so are
-  # the job's kind of key, tuples, holding them. Every key comes twice.
+  # the job's kind of key, tuples, holding them (the spill keys tuples of str, int and bytes by
+  # themselves, any other key by its pickle), nested or not. Every key comes twice.
   elements = [(1, (b"a", b"x")), (1.0, (b"b", b"y")), (True, (b"c", b"z")),
-              (("k", 1), (b"d", b"x")), (("k", 1.0), (b"e", b"y")), (("k", True), (b"f", b"z"))]
+              (("k", 1), (b"d", b"x")), (("k", 1.0), (b"e", b"y")), (("k", True), (b"f", b"z")),
+              (("k", (1,)), (b"g", b"x")), (("k", (True,)), (b"h", b"y")),
+              (("k", b"1"), (b"i", b"x")), (("k", "1"), (b"j", b"y")), ((), (b"k", b"z"))]
   elements += [(key, (sort_key + b"2", value)) for key, (sort_key, value) in elements]
   expected = {}
   for key, item in elements:

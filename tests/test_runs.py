@@ -69,3 +69,20 @@ def test_duplicate_urls_share_their_split():
                     example_id.split("-")[0], bytes(symbols[:-1].astype("uint8")).decode())))
     expected = [(corpus.split_of_url(d["url"], 50), d["text"]) for d in _DOCS]
     assert_that(examples, equal_to(expected))
+
+
+def test_a_document_block_is_keyed_as_its_records_one_by_one():
+  # The job's reader gives blocks of records (sources' document_blocks): keyed in one call,
+  # they must make the pairs, in order, and the counts of keying each record alone.
+  from beam_pipeline.sources.common import DocumentBlock
+  records = [{"text": t, "url": u, "timestamp": ""} for t, u in
+             [(b"a", "u1"), ("b\u00e9", "u2"), (b"", "u1"), ("x" * 50, "https://e.org/\u00e9")]]
+  for fixed_split in (None, "validation"):
+    one, block = (runs._KeyBySplitAndBucket(5, 40, fixed_split) for _ in range(2))
+    one.setup()
+    block.setup()
+    pairs = [pair for record in records for pair in one.process(record)]
+    assert block.process(DocumentBlock(records)) == pairs
+    assert len(pairs) == len(records)
+    assert block._tally.counts == one._tally.counts  # pylint: disable=protected-access
+    assert block.process(DocumentBlock()) == []

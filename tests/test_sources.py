@@ -617,3 +617,41 @@ def test_a_jsonl_reader_whose_fields_the_scanner_cannot_look_up_parses_every_lin
   for text_field in ("url", 'a"b', "t\u00e9xt", "a\\b"):
     assert sources.ReadJsonl("x", text_field, validate=False)._make_fn()._scanned is None
   assert sources.ReadJsonl("x", "body", validate=False)._make_fn()._scanned is not None
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(lines=st.lists(_C4_LINES, max_size=12),
+                  cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+                  fail=st.booleans(), reader=st.sampled_from(["c4", "jsonl"]),
+                  utf8_text=st.booleans())
+def test_document_blocks_hold_the_records_in_order_and_nothing_else_changes(
+    lines, cuts, fail, reader, utf8_text):
+  # With document_blocks the scanner's records come as DocumentBlocks of consecutive records,
+  # cut where a line goes to the parser (whose records come alone) and at the scanner's blocks:
+  # flattened, the same records, dead letters, order and counts as one record at a time.
+  data = b"\n".join(lines)
+  bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+  chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+  make = ((lambda **kw: sources.ReadC4Json("x", validate=False, **kw)) if reader == "c4" else
+          (lambda **kw: sources.ReadJsonl("x", validate=False, **kw)))
+  # pylint: disable=protected-access
+  blocks, counts = _read_units(make(utf8_text=utf8_text, document_blocks=True)._make_fn(),
+                               "_process_scanned_lines", chunks, fail)
+  want = _read_units(make(utf8_text=utf8_text)._make_fn(), "_process_scanned_lines", chunks,
+                     fail)
+  assert all(v for _, v in blocks if type(v) is sources.DocumentBlock)  # noqa: E721
+  flat = [(t, r) for t, v in blocks
+          for r in (v if type(v) is sources.DocumentBlock else [v])]  # noqa: E721
+  assert (flat, counts) == want
+
+
+def test_document_blocks_gather_consecutive_scanned_lines():
+  good = [json.dumps(_c4(i, f"text {i}")).encode() for i in range(6)]
+  data = b"\n".join(good[:3] + [b"not json"] + good[3:]) + b"\n"
+  fn = sources.ReadC4Json("x", validate=False, utf8_text=True,
+                          document_blocks=True)._make_fn()  # pylint: disable=protected-access
+  out, counts = _read_units(fn, "_process_scanned_lines", [data], fail=False)
+  assert [t for t, _ in out] == ["record", "dead_letter", "record"]
+  assert [[r["text"] for r in v] for t, v in out if t == "record"] == [
+      [b"text 0", b"text 1", b"text 2"], [b"text 3", b"text 4", b"text 5"]]
+  assert counts["documents_read"] == 6 and counts["dead_letters"] == 1

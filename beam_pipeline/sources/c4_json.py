@@ -39,6 +39,8 @@ class ReadC4Json(ReadFiles):
     validate: check at construction time that the pattern matches files.
     label: optional transform label.
     utf8_text: give each record's text as its UTF-8 bytes, not str.
+    document_blocks: give the records the compiled scanner reads as DocumentBlocks (lists of
+      consecutive records), not one by one.
 
   Lines missing any of the three fields, or with a non-string one, are
   dead-lettered: a C4 record without its URL could not be split.
@@ -47,4 +49,4 @@ class ReadC4Json(ReadFiles):
   def _make_fn(self):
     return ReadFileFn(_parse_c4_line, per_line=True,
                       scanned=ScannedFields(C4_FIELDS, _c4_record_from_fields),
-                      utf8_text=self._utf8_text)
+                      utf8_text=self._utf8_text, document_blocks=self._document_blocks)

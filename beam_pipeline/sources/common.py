@@ -36,6 +36,13 @@ READ_CHUNK_BYTES = 1 << 20
 MAX_LOGGED_DEAD_LETTERS = 20
 
 
+class DocumentBlock(list):
+  """Records read at once, in order: what a reader with `document_blocks` emits in place of the
+  records of a block of lines (~256 KB) that its compiled scanner read. A consumer that keys
+  every document (the Beam job's runs) does it in one call per block: per document, a Beam
+  step and a DoFn call cost more than the keying itself. Iterate it for the records."""
+
+
 class NoFilesMatchedError(ValueError):
   """A file pattern given to a reader matches no files (or cannot be matched)."""
 

@@ -16,6 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from beam_pipeline.sources.common import check_pattern_matches
 from beam_pipeline.sources.common import CounterTally
 from beam_pipeline.sources.common import DEAD_LETTER_TAG
+from beam_pipeline.sources.common import DocumentBlock
 from beam_pipeline.sources.common import make_dead_letter
 from beam_pipeline.sources.common import MAX_LOGGED_DEAD_LETTERS
 from beam_pipeline.sources.common import NoFilesMatchedError
@@ -57,14 +58,20 @@ class ReadFileFn(beam.DoFn):
   (json_lines), which hands every line outside its subset of JSON, and every line `scanned`
   declines, to `parse`: records, dead letters and counters are the same either way.
   With `utf8_text`, every record's "text" is its UTF-8 bytes instead of str (the Beam job hashes
-  and spills bytes: the scanner's text is never decoded, and the parser's is encoded).
+  and spills bytes: the scanner's text is never decoded, and the parser's is encoded). With
+  `document_blocks`, the records the scanner reads come as DocumentBlocks, each holding the
+  consecutive records of a block's lines up to the next line it left to `parse` (whose record
+  or dead letter follows the block): the records in the same order, the same dead letters and
+  counts.
   """
 
   def __init__(self, parse: Callable[[str, int, bytes], dict], per_line: bool,
-               scanned: ScannedFields | None = None, utf8_text: bool = False):
+               scanned: ScannedFields | None = None, utf8_text: bool = False,
+               document_blocks: bool = False):
     self._parse = parse
     self._per_line = per_line
     self._utf8_text = utf8_text
+    self._document_blocks = document_blocks
     self._scanned = scanned if scanned is not None and scanned.usable() else None
     self._malformed_name = "malformed_lines" if per_line else "malformed_files"
     # Counted per file, added to the counters when the file is done (CounterTally).
@@ -160,6 +167,7 @@ class ReadFileFn(beam.DoFn):
         kept = lines[rows]
         strings = self._scanned_strings(memoryview(out), fields[rows])
         documents = document_bytes = 0
+        records = DocumentBlock() if self._document_blocks else None
         try:
           for k, (row, start, end, status) in enumerate(zip(
               rows.tolist(), kept[:, 0].tolist(), kept[:, 1].tolist(), kept[:, 2].tolist())):
@@ -168,9 +176,17 @@ class ReadFileFn(beam.DoFn):
               if record is not None:
                 documents += 1
                 document_bytes += end - start
-                yield record
+                if records is None:
+                  yield record
+                else:
+                  records.append(record)
                 continue
+            if records:  # the records before this line first: the order stays the lines'
+              yield records
+              records = DocumentBlock()
             yield self._unit(path, first_line + row, bytes(block[start:end]))
+          if records:
+            yield records
         finally:  # counted per block (and when a consumer stops or fails midway)
           counts["documents_read"] += documents
           counts["bytes_read"] += document_bytes
@@ -219,9 +235,11 @@ class ReadFiles(beam.PTransform):
   """Base of the file readers: match a glob, read each file with a ReadFileFn."""
 
   def __init__(self, file_pattern: str, *, with_dead_letters: bool = False,
-               validate: bool = True, label: str | None = None, utf8_text: bool = False):
+               validate: bool = True, label: str | None = None, utf8_text: bool = False,
+               document_blocks: bool = False):
     super().__init__(label)
     self._utf8_text = utf8_text
+    self._document_blocks = document_blocks
     if not isinstance(file_pattern, str) or not file_pattern:
       raise NoFilesMatchedError(
           f"{type(self).__name__} needs a non-empty file pattern, got "

@@ -47,18 +47,21 @@ class ReadJsonl(ReadFiles):
   The record's url is the line's `url_field` string if present, else a
   synthetic `file://<path>#L<line>`; timestamp is `timestamp_field` or "".
   Other fields are dropped, so records stay C4-shaped. With `utf8_text` the text is given as
-  its UTF-8 bytes, not str.
+  its UTF-8 bytes, not str; with `document_blocks` the records the compiled scanner reads come
+  as DocumentBlocks (as ReadC4Json's).
   """
 
   def __init__(self, file_pattern: str, text_field: str = "text", *,
                url_field: str = "url", timestamp_field: str = "timestamp",
                with_dead_letters: bool = False, validate: bool = True,
-               label: str | None = None, utf8_text: bool = False):
+               label: str | None = None, utf8_text: bool = False,
+               document_blocks: bool = False):
     super().__init__(file_pattern, with_dead_letters=with_dead_letters,
-                     validate=validate, label=label, utf8_text=utf8_text)
+                     validate=validate, label=label, utf8_text=utf8_text,
+                     document_blocks=document_blocks)
     self._parser = _JsonlLineParser(text_field, url_field, timestamp_field)
 
   def _make_fn(self):
     return ReadFileFn(self._parser, per_line=True,
                       scanned=ScannedFields(self._parser.fields, self._parser.from_fields),
-                      utf8_text=self._utf8_text)
+                      utf8_text=self._utf8_text, document_blocks=self._document_blocks)
