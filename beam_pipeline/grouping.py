@@ -53,6 +53,7 @@ SPILL_DIR = ".spill"
 GROUPING_NAMESPACE = "grouping"
 _FRAME = struct.Struct(">II")  # payload bytes, CRC-32 of the payload
 _KEY_LENGTH = struct.Struct(">I")  # a raw payload's sort key bytes
+_RAW_HEADER = struct.Struct(">BI")  # a raw payload's tag and sort key bytes
 _crc32 = isal_zlib.crc32
 _LOCAL_RUNNERS = ("directrunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")
 
@@ -339,20 +340,36 @@ def read_segment(segment: Segment, chunk_bytes: int = 1 << 20):
     next_offset += step
     return fresh
 
+  unpack_raw, raw_header = _RAW_HEADER.unpack_from, _RAW_HEADER.size
+  held = 0  # len(view), kept: a call per frame
   for index in range(segment.count):
-    if len(view) - position < frame_size:
+    if held - position < frame_size:
       view = refill(frame_size)
-      position = 0
+      position, held = 0, len(view)
     size, crc = unpack_frame(view, position)
     start = position + frame_size
     end = start + size
-    if end > len(view):
+    if end > held:
       view = refill(frame_size + size)
-      position, start, end = 0, frame_size, frame_size + size
+      position, start, end, held = 0, frame_size, frame_size + size, len(view)
     if crc32(view[start:end]) != crc:
       raise SpillCorruptError(f"{path}: value {index} of the segment at {segment.offset} fails "
                               f"its CRC-32")
     position = end
+    # A well-formed raw payload (the job's documents and records) decoded here as _decode_at
+    # decodes it; any other payload by _decode_at, which says what is wrong (a call per item
+    # was ~0.3 us of the ~2 us a document's read took).
+    if size >= raw_header:
+      tag, key_size = unpack_raw(view, start)
+      key_end = start + raw_header + key_size
+      if key_end <= end:
+        if tag == 0x42:  # b"B"
+          yield bytes(view[start + raw_header:key_end]), bytes(view[key_end:end])
+          continue
+        if tag == 0x53:  # b"S"
+          yield (str(view[start + raw_header:key_end], "utf-8", "surrogatepass"),
+                 bytes(view[key_end:end]))
+          continue
     yield _decode_at(view, start, end)
   if len(view) - position + end_offset - next_offset:
     raise SpillCorruptError(f"{path}: the segment at {segment.offset} holds more than the "

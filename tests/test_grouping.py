@@ -2,6 +2,7 @@
 checked frame by frame."""
 import pathlib
 import random
+import struct
 
 import apache_beam as beam
 import pytest
@@ -230,10 +231,13 @@ class _Bytes(bytes):
   """A bytes subclass: must come back as itself, so it takes the pickled payload."""
 
 
-@pytest.mark.parametrize("item", [
+_ITEMS = [
     (b"", b""), (b"\x00\xff" * 40, b"doc" * 1000), ("", b""), ("train-000001/00000", b"\x0a\x00"),
     ("\udcff lone surrogate \u00e9", b"x"), ("line", bytearray(b"not bytes")), (3, b"int key"),
-    ((b"a", 1), {"dict": "value"}), (_Bytes(b"subclass"), b"v"), (b"k", _Bytes(b"subclass"))])
+    ((b"a", 1), {"dict": "value"}), (_Bytes(b"subclass"), b"v"), (b"k", _Bytes(b"subclass"))]
+
+
+@pytest.mark.parametrize("item", _ITEMS)
 def test_spill_payloads_give_back_exactly_what_was_spilled(item):
   payload = b"".join(grouping.payload_parts(*item))
   for form in (payload, memoryview(b"pad" + payload)[3:]):
@@ -243,10 +247,34 @@ def test_spill_payloads_give_back_exactly_what_was_spilled(item):
   assert payload[:1] == ((b"B" if type(item[0]) is bytes else b"S") if raw else b"P")
 
 
-@pytest.mark.parametrize("payload", [b"X" + b"\x00" * 8, b"B\x00\x00\x00\x09short"])
-def test_a_payload_that_cannot_be_what_was_written_is_refused(payload):
+def _frames_file(tmp_path, payloads) -> grouping.Segment:
+  """A spill file of one frame per payload (valid CRCs), as one segment."""
+  from isal import isal_zlib
+  data = b"".join(struct.pack(">II", len(p), isal_zlib.crc32(p)) + p for p in payloads)
+  path = tmp_path / "frames.spill"
+  path.write_bytes(data)
+  return grouping.Segment(str(path), 0, len(data), len(payloads))
+
+
+def test_a_segment_reads_back_exactly_what_was_spilled(tmp_path):
+  # read_segment decodes raw payloads itself (decode_payload the rest): same items, same types.
+  segment = _frames_file(tmp_path, [b"".join(grouping.payload_parts(*item)) for item in _ITEMS])
+  for chunk in (1, 64, 1 << 20):
+    back = list(grouping.read_segment(segment, chunk))
+    assert back == _ITEMS
+    assert [[type(x) for x in item] for item in back] == [[type(x) for x in i] for i in _ITEMS]
+
+
+_BAD_PAYLOADS = [b"X" + b"\x00" * 8, b"B\x00\x00\x00\x09short", b"S\x00\x00\x00\x09short",
+                 b"B\x00\x00", b"S", b"B\xff\xff\xff\xffx"]
+
+
+@pytest.mark.parametrize("payload", _BAD_PAYLOADS)
+def test_a_payload_that_cannot_be_what_was_written_is_refused(payload, tmp_path):
   with pytest.raises(grouping.SpillCorruptError):
     grouping.decode_payload(payload)
+  with pytest.raises(grouping.SpillCorruptError):  # in a frame whose CRC holds
+    list(grouping.read_segment(_frames_file(tmp_path, [payload])))
 
 
 def test_short_writes_resume_where_the_kernel_stopped(tmp_path, monkeypatch):
