@@ -150,6 +150,25 @@ STATS_FIGURES = ("examples", "input_bytes", "tokens", "bits", "windows", "m2_exa
                  "m2_tokens", "m2_raw_bytes", "bytes_trimmed")
 
 
+def _batch_stats(splits, xs, encoded, pieces_of) -> dict:
+  """{split: STATS_FIGURES summed over the batch's examples of that split} (examples k: split
+  splits[k], symbols xs[k], Encoded encoded[k], M2 examples pieces_of[k]). Summed per batch:
+  the stats are additive, and one element per batch costs the runner far less than one per
+  example."""
+  totals = {}
+  for split in set(splits):
+    ks = [k for k, s in enumerate(splits) if s == split]
+    m2 = [piece for k in ks for piece in pieces_of[k]]
+    input_bytes = sum(len(xs[k]) for k in ks)
+    m2_raw_bytes = sum(piece.raw_bytes for piece in m2)
+    totals[split] = dict(zip(STATS_FIGURES, (
+        len(ks), input_bytes, sum(len(encoded[k].tokens) for k in ks),
+        sum(int(encoded[k].num_bits) for k in ks), sum(encoded[k].num_windows for k in ks),
+        len(m2), sum(len(piece.tokens) for piece in m2), m2_raw_bytes,
+        input_bytes - m2_raw_bytes)))
+  return totals
+
+
 class CompressBatchFn(beam.DoFn):
   """(example_id, symbols) -> ((slug, split), (sort_key, record)) and stats per method.
 
@@ -220,34 +239,13 @@ class CompressBatchFn(beam.DoFn):
       unit = m2_examples.token_unit(spec.window_bits, spec.token_bits)
       pieces_of = [m2_examples.m2_examples(enc, self._m2_length, self._m2_mode, unit)
                    for enc in encoded]
-      # The batch's M2 records in order, serialized at once.
-      records = serialize_records(
-          [piece for pieces in pieces_of for piece in pieces],
-          [example_id for example_id, pieces in zip(ids, pieces_of) for _ in pieces])
-      next_record = 0
-      # Summed over the batch per split: the stats are additive, and one element per batch
-      # costs the runner far less than one per example.
-      totals = {}
-      for example_id, split, x, enc, pieces in zip(ids, splits, xs, encoded, pieces_of):
-        m2_tokens = m2_raw_bytes = 0
-        for piece in pieces:
-          record = records[next_record]
-          next_record += 1
-          m2_tokens += len(piece.tokens)
-          m2_raw_bytes += piece.raw_bytes
-          yield (slug, split), (f"{example_id}/{piece.chunk:05d}", record)
-        figures = totals.get(split)
-        if figures is None:
-          figures = totals[split] = dict.fromkeys(STATS_FIGURES, 0)
-        figures["examples"] += 1
-        figures["input_bytes"] += len(x)
-        figures["tokens"] += len(enc.tokens)
-        figures["bits"] += int(enc.num_bits)
-        figures["windows"] += enc.num_windows
-        figures["m2_examples"] += len(pieces)
-        figures["m2_tokens"] += m2_tokens
-        figures["m2_raw_bytes"] += m2_raw_bytes
-        figures["bytes_trimmed"] += len(x) - m2_raw_bytes
+      # The batch's M2 records in order (each example's pieces in turn), serialized at once.
+      owners = [k for k, pieces in enumerate(pieces_of) for _ in pieces]
+      pieces = [piece for example_pieces in pieces_of for piece in example_pieces]
+      records = serialize_records(pieces, [ids[k] for k in owners])
+      for k, piece, record in zip(owners, pieces, records):
+        yield (slug, splits[k]), (f"{ids[k]}/{piece.chunk:05d}", record)
+      totals = _batch_stats(splits, xs, encoded, pieces_of)
       for split, figures in sorted(totals.items()):
         yield beam.pvalue.TaggedOutput(self.STATS_TAG, ((slug, split), figures))
       beam.metrics.Metrics.counter(COMPRESS_NAMESPACE, f"{slug}/tokens").inc(
