@@ -136,3 +136,13 @@ def test_many_checks_its_columns():
   with pytest.raises(ValueError):  # columns of different lengths
     encoder.many([[1], [2]], [[b"x"]])
   assert encoder.many([], []) == []
+
+
+def test_many_takes_any_iterable_column_as_rows():
+  # A 2-D array is a column of its rows; a generator is read once.
+  encoder = tf_example.ExampleEncoder(["t"], ["id"])
+  tokens = np.arange(12, dtype=np.int32).reshape(3, 4)
+  ids = [[b"a"], [b"b"], [b"c"]]
+  want = [encoder(row, i) for row, i in zip(tokens, ids)]
+  assert encoder.many(tokens, ids) == want
+  assert encoder.many((row for row in tokens), iter(ids)) == want
