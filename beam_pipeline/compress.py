@@ -129,18 +129,13 @@ _RECORD_ENCODER = tf_example.ExampleEncoder([layout.TARGETS, layout.RAW_BYTES, l
                                            [layout.EXAMPLE_ID])
 
 
-def serialize_record(tokens, raw_bytes: int, example_id: str, chunk: int) -> bytes:
-  """One M2 example as a serialized tf.train.Example (schema: output_layout).
+def serialize_records(pieces, example_ids: list[str]) -> list[bytes]:
+  """Each M2 example of `pieces` (its example's id in `example_ids`) as a serialized
+  tf.train.Example (schema: output_layout), the tokens of all of them varint-encoded in one call.
 
   Written without TensorFlow (tf_example: the same bytes as TF's deterministic serialization),
   so that compressing workers never pay TF's import.
   """
-  return _RECORD_ENCODER(tokens, [raw_bytes], [chunk], [example_id.encode()])
-
-
-def serialize_records(pieces, example_ids: list[str]) -> list[bytes]:
-  """[serialize_record(p.tokens, p.raw_bytes, example_id, p.chunk) for each M2 example p of
-  `pieces` and its example's id], the tokens of all of them varint-encoded in one call."""
   return _RECORD_ENCODER.many([p.tokens for p in pieces], [[p.raw_bytes] for p in pieces],
                               [[p.chunk] for p in pieces], [[i.encode()] for i in example_ids])
 

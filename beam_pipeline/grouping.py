@@ -52,8 +52,7 @@ DEFAULT_BUFFER_BYTES = 64 << 20
 SPILL_DIR = ".spill"
 GROUPING_NAMESPACE = "grouping"
 _FRAME = struct.Struct(">II")  # payload bytes, CRC-32 of the payload
-_KEY_LENGTH = struct.Struct(">I")  # a raw payload's sort key bytes
-_RAW_HEADER = struct.Struct(">BI")  # a raw payload's tag and sort key bytes
+_RAW_HEADER = struct.Struct(">BI")  # a raw payload's tag and its sort key's bytes
 _crc32 = isal_zlib.crc32
 _LOCAL_RUNNERS = ("directrunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")
 
@@ -102,10 +101,10 @@ def payload_parts(sort_key, value) -> tuple:
   # Exact types only: a bytes or str subclass must come back as itself, so it is pickled.
   if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck
     if type(sort_key) is bytes:  # pylint: disable=unidiomatic-typecheck
-      return b"B" + _KEY_LENGTH.pack(len(sort_key)) + sort_key, value
+      return _RAW_HEADER.pack(0x42, len(sort_key)) + sort_key, value  # b"B"
     if type(sort_key) is str:  # pylint: disable=unidiomatic-typecheck
       key = sort_key.encode("utf-8", "surrogatepass")
-      return b"S" + _KEY_LENGTH.pack(len(key)) + key, value
+      return _RAW_HEADER.pack(0x53, len(key)) + key, value  # b"S"
   return (b"P" + pickle.dumps((sort_key, value), protocol=pickle.HIGHEST_PROTOCOL),)
 
 
@@ -124,13 +123,13 @@ def _decode_at(buffer, start: int, end: int) -> tuple:
     return pickle.loads(memoryview(buffer)[start + 1:end])
   if tag != 0x42 and tag != 0x53:  # b"B", b"S"
     raise SpillCorruptError(f"a spill payload has an unknown tag {tag:#x}")
-  if end - start < 5:
+  if end - start < _RAW_HEADER.size:
     raise SpillCorruptError("a spill payload ends inside its sort key's length")
-  (size,) = _KEY_LENGTH.unpack_from(buffer, start + 1)
-  key_end = start + 5 + size
+  _, size = _RAW_HEADER.unpack_from(buffer, start)
+  key_end = start + _RAW_HEADER.size + size
   if key_end > end:
     raise SpillCorruptError("a spill payload's sort key runs past its end")
-  key = bytes(buffer[start + 5:key_end])
+  key = bytes(buffer[start + _RAW_HEADER.size:key_end])
   value = bytes(buffer[key_end:end])
   return (key if tag == 0x42 else key.decode("utf-8", "surrogatepass")), value
 
@@ -275,18 +274,12 @@ class _FrameWriter:
       # (a call and a tuple per item fewer).
       if type(value) is bytes and type(sort_key) is bytes:  # pylint: disable=unidiomatic-typecheck
         header = pack_raw(0x42, len(sort_key)) + sort_key
-        size = len(header) + len(value)
-        parts += (pack_frame(size, crc32(value, crc32(header))) + header, value)
       else:
         payload = payload_parts(sort_key, value)
-        if len(payload) == 2:  # raw: header, value
-          header, value = payload
-          size = len(header) + len(value)
-          parts += (pack_frame(size, crc32(value, crc32(header))) + header, value)
-        else:  # one pickle
-          (value,) = payload
-          size = len(value)
-          parts += (pack_frame(size, crc32(value)), value)
+        # raw: header and value; a pickle: the whole payload (its CRC-32 that of b"" then it)
+        header, value = payload if len(payload) == 2 else (b"", payload[0])
+      size = len(header) + len(value)
+      parts += (pack_frame(size, crc32(value, crc32(header))) + header, value)
       self._held += size
       length += frame_size + size
       count += 1

@@ -59,7 +59,7 @@ class _KeyBySplitAndBucket(beam.DoFn):
   def process(self, doc):
     docs = doc if type(doc) is DocumentBlock else (doc,)  # pylint: disable=unidiomatic-typecheck
     fixed_split, percent, buckets = self._fixed_split, self._validation_percent, self._run_buckets
-    split_of, from_bytes, sha256 = corpus.split_of_digest_prefix, int.from_bytes, hashlib.sha256
+    split_of, from_bytes = corpus.split_of_digest_prefix, int.from_bytes
     pairs = []
     text_bytes = 0
     for doc in docs:
@@ -67,7 +67,7 @@ class _KeyBySplitAndBucket(beam.DoFn):
       if type(text) is not bytes:  # pylint: disable=unidiomatic-typecheck
         text = text.encode("utf-8")
       text_bytes += len(text)
-      url_digest = sha256(doc["url"].encode("utf-8")).digest()
+      url_digest = _digest(doc["url"].encode("utf-8"))
       # The digest's first 8 bytes pick both the split and the bucket: read once.
       prefix = from_bytes(url_digest[:8], "big")
       split = fixed_split or split_of(prefix, percent)

@@ -40,11 +40,12 @@ def test_batch_stats_are_the_sums_of_each_examples_figures(examples, length, mod
   assert all(list(figures) == list(compress.STATS_FIGURES) for figures in got.values())
 
 
-def test_a_batchs_records_are_each_pieces_record():
+def test_a_batchs_records_are_each_pieces_record_as_one_encoder_call_writes_it():
   encoded = [_encoded(n, 16.0 * n, n) for n in (0, 5, 700, 1300)]
   pieces_of = [m2_examples.m2_examples(enc, 512, "split") for enc in encoded]
   ids = [f"train-000000-000001-{k:05d}" for k in range(len(encoded))]
   pieces = [p for ps in pieces_of for p in ps]
   owners = [ids[k] for k, ps in enumerate(pieces_of) for _ in ps]
+  encoder = compress._RECORD_ENCODER  # pylint: disable=protected-access
   assert compress.serialize_records(pieces, owners) == [
-      compress.serialize_record(p.tokens, p.raw_bytes, i, p.chunk) for p, i in zip(pieces, owners)]
+      encoder(p.tokens, [p.raw_bytes], [p.chunk], [i.encode()]) for p, i in zip(pieces, owners)]
